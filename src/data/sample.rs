@@ -1,0 +1,110 @@
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+/// The capability axis. The built-in suite uses the three named ones; external data may
+/// name its own, kept as written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Capability(pub String);
+
+impl Capability {
+    pub const PERCEPTION: &'static str = "perception";
+    pub const TEXT_REASONING: &'static str = "text_reasoning";
+    pub const VISUAL_REASONING: &'static str = "visual_reasoning";
+
+    pub fn new(name: impl Into<String>) -> Self {
+        Capability(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The difficulty axis as discrete levels. Pass-rate bands map onto these (see `plan`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Easy,
+    Medium,
+    Hard,
+}
+
+impl Level {
+    pub const ALL: [Level; 3] = [Level::Easy, Level::Medium, Level::Hard];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Easy => "easy",
+            Level::Medium => "medium",
+            Level::Hard => "hard",
+        }
+    }
+
+    /// 0 for easy, 1 for medium, 2 for hard: the order an easy → hard sampler walks.
+    pub fn rank(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Level {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "easy" => Ok(Level::Easy),
+            "medium" => Ok(Level::Medium),
+            "hard" => Ok(Level::Hard),
+            other => Err(format!("unknown difficulty level `{other}` (easy, medium, hard)")),
+        }
+    }
+}
+
+/// One training or evaluation example, whatever its source.
+///
+/// Field names follow EasyR1's JSONL format so that export and import are a plain mapping.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sample {
+    /// Stable across runs: the pass-rate table and data cursors key on it.
+    pub id: String,
+    /// The prompt; `<image>` marks where each image goes.
+    pub problem: String,
+    /// The verifiable answer (a number, a word, a multiple-choice letter).
+    pub answer: String,
+    /// Decoded RGB images, in `<image>` order. Not serialised: JSONL stores paths.
+    #[serde(skip)]
+    pub images: Vec<Arc<RgbImage>>,
+    pub capability: Capability,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub difficulty: Option<Level>,
+    /// The base model's accuracy on this sample, when known (from the data or a probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_rate: Option<f64>,
+    /// Words a good answer mentions (method A's keyword reward).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_words: Vec<String>,
+    /// Ground-truth objects of a built-in scene, e.g. "red circle" (the scene_f1 reward).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<String>,
+    /// A reference completion for SFT, when the source has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+    /// Any other JSONL fields, kept for rewards.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
