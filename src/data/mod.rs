@@ -15,4 +15,9 @@ pub mod suite;
 
 pub use error::DataError;
 
+pub use pass_rate::{LevelBands, PassRateTable, PassRecord};
 pub use sample::{Capability, Level, Sample};
+pub use sampler::{
+    DifficultyKey, Drawn, FilterSpec, MixSpec, OrderSpec, Sampler, SamplerSpec, SamplerState,
+    ScheduleSpec, SourceSpec,
+};
