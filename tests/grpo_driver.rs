@@ -73,8 +73,7 @@ impl PolicyModel for Toy {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
             let mut tokens = Vec::new();
             let max = params.max_new_tokens.min(self.positions);
-            for pos in 0..max {
-                let logits = &table[p][pos];
+            for logits in table[p].iter().take(max) {
                 let mx = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                 let w: Vec<f32> = logits
                     .iter()
