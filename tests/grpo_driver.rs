@@ -6,11 +6,12 @@ use std::cell::RefCell;
 use candle_core::{DType, Device, Tensor, Var, D};
 use curric::data::{Capability, Sample};
 use curric::grpo::{
-    grpo_step, AdamW, AdamWConfig, AdvantageMode, GrpoConfig, GrpoError, LossAgg, LossConfig,
-    LrSchedule,
+    grpo_step, sft_step, AdamW, AdamWConfig, AdvantageMode, GrpoConfig, GrpoError, LossAgg,
+    LossConfig, LrSchedule,
 };
 use curric::model::{Completion, PolicyInput, PolicyModel, SamplingParams, TokenLogProbs};
 use curric::reward::{build, RewardSet};
+use curric::rollout::{greedy_eval, rollout, SeedCtx};
 use rand::{Rng, SeedableRng};
 
 const V: usize = 4;
@@ -70,6 +71,27 @@ impl PolicyModel for Toy {
                 continue;
             }
             let p = Toy::prompt_index(inp);
+            if params.temperature == 0.0 {
+                // Greedy: the argmax at every position.
+                let mut tokens = Vec::new();
+                for logits in table[p]
+                    .iter()
+                    .take(params.max_new_tokens.min(self.positions))
+                {
+                    let best = (0..V).fold(0, |b, k| if logits[k] > logits[b] { k } else { b });
+                    tokens.push(best as u32);
+                    if best as u32 == EOS {
+                        break;
+                    }
+                }
+                let truncated = tokens.last() != Some(&EOS);
+                out.push(Completion {
+                    text: Toy::text(&tokens),
+                    tokens,
+                    truncated,
+                });
+                continue;
+            }
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
             let mut tokens = Vec::new();
             let max = params.max_new_tokens.min(self.positions);
@@ -531,4 +553,133 @@ fn truncated_completions_can_be_masked() {
         .to_vec1()
         .unwrap();
     assert_eq!(after, t);
+}
+
+#[test]
+fn sft_step_fits_the_targets() {
+    // Target "2 EOS" for every prompt: the mean NLL starts at 2·ln 4 / 2 = ln 4 = 1.386294
+    // (uniform logits) and must fall.
+    let policy = Toy::new(4, 3);
+    let mut opt = opt(&policy, 0.1);
+    let inputs: Vec<PolicyInput> = (0..4)
+        .map(|i| curric::rollout::policy_input(&sample(i, "2")))
+        .collect();
+    let targets = vec![vec![1, EOS]; 4];
+    let first = sft_step(&policy, &mut opt, &inputs, &targets, 0).unwrap();
+    assert!((first.loss - 4f64.ln()).abs() < 1e-5, "{first:?}");
+    assert_eq!(first.tokens, 8.0);
+    let mut last = first;
+    for step in 1..30 {
+        last = sft_step(&policy, &mut opt, &inputs, &targets, step).unwrap();
+    }
+    assert!(last.loss < 0.1, "{last:?}");
+    let (groups, _) = greedy_eval(
+        &policy,
+        &[sample(0, "2")],
+        3,
+        &accuracy_set(),
+        SeedCtx {
+            seed: 0,
+            phase: 0,
+            step: 0,
+        },
+    )
+    .unwrap();
+    assert_eq!(groups[0].completions[0].tokens, vec![1, EOS]);
+    assert_eq!(groups[0].rewards, vec![1.0]);
+    assert!(sft_step(&policy, &mut opt, &inputs, &targets[..2], 99).is_err());
+}
+
+#[test]
+fn rollout_gives_k_scored_samples_per_prompt() {
+    let policy = Toy::new(4, 3);
+    let samples: Vec<Sample> = (0..3).map(|i| sample(i, WORDS[i])).collect();
+    let params = SamplingParams {
+        temperature: 1.0,
+        top_p: 1.0,
+        max_new_tokens: 3,
+    };
+    let ctx = SeedCtx {
+        seed: 1,
+        phase: 2,
+        step: 3,
+    };
+    let (groups, times) = rollout(&policy, &samples, 8, &params, &accuracy_set(), ctx, 0).unwrap();
+    assert_eq!(groups.len(), 3);
+    let mut tokens = 0;
+    for (g, s) in groups.iter().zip(&samples) {
+        assert_eq!(g.sample.id, s.id);
+        assert_eq!(
+            (g.completions.len(), g.rewards.len(), g.terms.len()),
+            (8, 8, 8)
+        );
+        for (c, r) in g.completions.iter().zip(&g.rewards) {
+            let want = if c.text.split(' ').next_back() == Some(s.answer.as_str()) {
+                1.0
+            } else {
+                0.0
+            };
+            assert_eq!(*r, want, "{:?} vs {}", c.text, s.answer);
+            tokens += c.tokens.len();
+        }
+    }
+    assert_eq!(times.tokens, tokens);
+    // Same context, same draws; a later step or a shifted sample index, different draws.
+    let (again, _) = rollout(&policy, &samples, 8, &params, &accuracy_set(), ctx, 0).unwrap();
+    assert_eq!(again[1].completions, groups[1].completions);
+    let (later, _) = rollout(
+        &policy,
+        &samples,
+        8,
+        &params,
+        &accuracy_set(),
+        SeedCtx { step: 4, ..ctx },
+        0,
+    )
+    .unwrap();
+    assert_ne!(
+        later
+            .iter()
+            .map(|g| g.completions.clone())
+            .collect::<Vec<_>>(),
+        groups
+            .iter()
+            .map(|g| g.completions.clone())
+            .collect::<Vec<_>>()
+    );
+    assert!(rollout(&policy, &samples, 0, &params, &accuracy_set(), ctx, 0).is_err());
+}
+
+#[test]
+fn nan_in_the_loss_stops_the_step_and_updates_nothing() {
+    let policy = Toy::new(4, 3);
+    let mut opt = opt(&policy, 0.1);
+    let mut c = cfg(8, 4);
+    c.seed = 3;
+    // A NaN logit for prompt 0, position 0: its log-probs, hence the loss, are NaN.
+    let mut t = vec![0f32; 4 * 3 * V];
+    t[1] = f32::NAN;
+    policy
+        .table
+        .set(&Tensor::from_vec(t, (4, 3, V), &Device::Cpu).unwrap())
+        .unwrap();
+    let before: Vec<f32> = policy
+        .table
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let err = grpo_step(&policy, None, &mut opt, &accuracy_set(), &c, 5, cycler(4)).unwrap_err();
+    assert!(matches!(err, GrpoError::NonFinite { step: 5, .. }), "{err}");
+    assert!(err.to_string().contains("step 5"));
+    let after: Vec<f32> = policy
+        .table
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(after[2..], before[2..], "no parameter moved");
+    assert_eq!(opt.steps(), 0);
 }
