@@ -5,16 +5,26 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "curric", version, about = "Declarative curricula for RL post-training of VLMs")]
+#[command(
+    name = "curric",
+    version,
+    about = "Declarative curricula for RL post-training of VLMs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Look at or export the built-in "shapes" suite.
+    #[command(subcommand)]
+    Data(crate::data::cli::DataCommand),
+}
 
 pub fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Data(cmd) => crate::data::cli::run(cmd),
+    }
 }
