@@ -1,5 +1,6 @@
 //! The `curric` command line: parses arguments and maps each layer's result to an exit code.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -16,9 +17,36 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Check a curriculum and report every problem at once (exit 1 on errors).
+    Check {
+        /// The `.curr` file.
+        file: PathBuf,
+    },
+    /// Compile a curriculum to its phase DAG and print it (a table by default).
+    Plan {
+        /// The `.curr` file.
+        file: PathBuf,
+        /// Print Graphviz DOT instead of the table.
+        #[arg(long, conflicts_with = "json")]
+        dot: bool,
+        /// Print the plan as JSON (the executor's input).
+        #[arg(long)]
+        json: bool,
+    },
+}
 
 pub fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { file } => crate::check::run_check(&file),
+        Command::Plan { file, dot, json } => {
+            let format = match (dot, json) {
+                (true, _) => crate::plan::Format::Dot,
+                (_, true) => crate::plan::Format::Json,
+                _ => crate::plan::Format::Table,
+            };
+            crate::plan::run_plan(&file, format)
+        }
+    }
 }

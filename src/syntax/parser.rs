@@ -393,6 +393,15 @@ mod tests {
     }
 
     #[test]
+    fn number_then_attr_on_one_line() {
+        let f = parse("source s { n = 48  seed = 101 }").expect("parses");
+        let Item::Block(b) = &f.items[0] else {
+            panic!("block")
+        };
+        assert_eq!(b.items.len(), 2);
+    }
+
+    #[test]
     fn block_with_extends_and_binding() {
         let f = parse("stage b extends a { lr = 1 }\nreward r = accuracy").expect("parses");
         let Item::Block(b) = &f.items[0] else {
