@@ -11,6 +11,41 @@ use image::{Rgb, RgbImage};
 
 use crate::model::{ModelError, Policy, PolicyInput, PolicyModel, SamplingParams, VlmConfig};
 
+/// `curric bench` arguments.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Fewer presets and repetitions (under a minute on 2 cores, release build).
+    #[arg(long)]
+    pub quick: bool,
+    /// Preset to measure (repeatable): nano, micro, small, base.
+    #[arg(long = "preset")]
+    pub presets: Vec<String>,
+    /// `cpu` or `cuda:N` (CUDA needs the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Runs `curric bench` and prints its table.
+pub fn run_cli(args: BenchArgs) -> std::process::ExitCode {
+    let result = crate::model::device(&args.device).and_then(|device| {
+        run(&BenchOptions {
+            quick: args.quick,
+            presets: args.presets,
+            device,
+        })
+    });
+    match result {
+        Ok(rows) => {
+            print!("{}", render(&rows));
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Prompts per batch and completions per prompt, as in a GRPO step.
 pub const PROMPTS: usize = 16;
 pub const GROUP: usize = 8;
@@ -223,7 +258,7 @@ fn time_matmuls(shapes: &[[usize; 4]], dev: &Device, reps: usize) -> Result<f64,
 fn bench_preset(name: &str, quick: bool, dev: &Device) -> Result<BenchRow, ModelError> {
     let p = Policy::tiny(name, 0, dev)?;
     let (inputs, seeds) = grpo_batch();
-    let new_tokens = if quick { 16 } else { 32 };
+    let new_tokens = 32;
     // Warm up allocator and kernels.
     rollout(&p, &inputs[..GROUP], &seeds[..GROUP], 2, true)?;
     let (tok_cache, roll_secs, comps) = rollout(&p, &inputs, &seeds, new_tokens, true)?;

@@ -1,5 +1,6 @@
 //! The `curric` command line: parses arguments and maps each layer's result to an exit code.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -17,46 +18,42 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Check a curriculum and report every problem at once (exit 1 on errors).
+    Check {
+        /// The `.curr` file.
+        file: PathBuf,
+    },
+    /// Compile a curriculum to its phase DAG and print it (a table by default).
+    Plan {
+        /// The `.curr` file.
+        file: PathBuf,
+        /// Print Graphviz DOT instead of the table.
+        #[arg(long, conflicts_with = "json")]
+        dot: bool,
+        /// Print the plan as JSON (the executor's input).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Look at or export the built-in "shapes" suite.
+    #[command(subcommand)]
+    Data(crate::data::cli::DataCommand),
     /// Measure rollout and update speed of the built-in model presets.
-    Bench(BenchArgs),
-}
-
-#[derive(clap::Args, Debug)]
-pub struct BenchArgs {
-    /// Fewer presets, tokens and repetitions (under a minute on 2 cores, release build).
-    #[arg(long)]
-    pub quick: bool,
-    /// Preset to measure (repeatable): nano, micro, small, base.
-    #[arg(long = "preset")]
-    pub presets: Vec<String>,
-    /// `cpu` or `cuda:N` (CUDA needs the `cuda` feature).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    Bench(crate::bench::BenchArgs),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Bench(args) => bench(args),
-    }
-}
-
-fn bench(args: BenchArgs) -> ExitCode {
-    let result = crate::model::device(&args.device).and_then(|device| {
-        crate::bench::run(&crate::bench::BenchOptions {
-            quick: args.quick,
-            presets: args.presets,
-            device,
-        })
-    });
-    match result {
-        Ok(rows) => {
-            print!("{}", crate::bench::render(&rows));
-            ExitCode::SUCCESS
+        Command::Check { file } => crate::check::run_check(&file),
+        Command::Plan { file, dot, json } => {
+            let format = match (dot, json) {
+                (true, _) => crate::plan::Format::Dot,
+                (_, true) => crate::plan::Format::Json,
+                _ => crate::plan::Format::Table,
+            };
+            crate::plan::run_plan(&file, format)
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Command::Data(cmd) => crate::data::cli::run(cmd),
+        Command::Bench(args) => crate::bench::run_cli(args),
     }
 }

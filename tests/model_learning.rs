@@ -18,8 +18,14 @@ fn sft_teaches_an_image_dependent_answer() {
     let p = Policy::tiny("nano", 1, &Device::Cpu).unwrap();
     let prompt = "<image> What colour is the image?";
     let inputs = vec![
-        PolicyInput { image: Some(solid([230, 20, 20])), prompt: prompt.into() },
-        PolicyInput { image: Some(solid([20, 20, 230])), prompt: prompt.into() },
+        PolicyInput {
+            image: Some(solid([230, 20, 20])),
+            prompt: prompt.into(),
+        },
+        PolicyInput {
+            image: Some(solid([20, 20, 230])),
+            prompt: prompt.into(),
+        },
     ];
     let eos = p.eos_token();
     let target = |w: &str| {
@@ -30,7 +36,11 @@ fn sft_teaches_an_image_dependent_answer() {
     let comps = vec![target("red"), target("blue")];
     let mut opt = AdamW::new(
         p.trainable_vars(),
-        ParamsAdamW { lr: 3e-3, weight_decay: 0.0, ..Default::default() },
+        ParamsAdamW {
+            lr: 3e-3,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
     )
     .unwrap();
     let mean_logp = |p: &Policy| {
@@ -46,8 +56,15 @@ fn sft_teaches_an_image_dependent_answer() {
         opt.step(&loss.backward().unwrap()).unwrap();
     }
     let after = mean_logp(&p);
-    assert!(before < -4.0 && after > -0.1, "mean log-prob {before} -> {after}");
-    let greedy = SamplingParams { temperature: 0.0, top_p: 1.0, max_new_tokens: 8 };
+    assert!(
+        before < -4.0 && after > -0.1,
+        "mean log-prob {before} -> {after}"
+    );
+    let greedy = SamplingParams {
+        temperature: 0.0,
+        top_p: 1.0,
+        max_new_tokens: 8,
+    };
     let out = p.generate(&inputs, &greedy, &[0, 1]).unwrap();
     assert_eq!(out[0].text, "\\boxed{red}");
     assert_eq!(out[1].text, "\\boxed{blue}");
