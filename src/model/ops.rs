@@ -7,8 +7,15 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
+/// Whether fused ops are enabled: on unless `CURRIC_FUSED_OPS=0` (to compare against the
+/// primitive path when debugging numerics).
+fn fused_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("CURRIC_FUSED_OPS").map_or(true, |v| v != "0"))
+}
+
 fn fused(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
+    fused_enabled() && x.device().is_cpu() && x.dtype() == DType::F32
 }
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
