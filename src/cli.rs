@@ -37,6 +37,8 @@ pub enum Command {
     /// Look at or export the built-in "shapes" suite.
     #[command(subcommand)]
     Data(crate::data::cli::DataCommand),
+    /// Measure rollout and update speed of the built-in model presets.
+    Bench(crate::bench::BenchArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -52,5 +54,6 @@ pub fn main() -> ExitCode {
             crate::plan::run_plan(&file, format)
         }
         Command::Data(cmd) => crate::data::cli::run(cmd),
+        Command::Bench(args) => crate::bench::run_cli(args),
     }
 }

@@ -7,6 +7,7 @@
 //! samplers, pass rates), `model` (policies on candle), `rollout` (group sampling + scoring),
 //! `reward` (verifiable reward terms) and `grpo` (the loss, advantages and optimiser).
 
+pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod data;

@@ -1,13 +1,15 @@
 //! Policies on candle: the built-in tiny VLM and HF Qwen2-style checkpoints, sampling with a
 //! KV cache, per-token log-probs with gradients, safetensors checkpoints.
 //!
-//! All trained code is written from differentiable candle primitives (see `nn`): candle-nn's
-//! fused softmax / norm / rope kernels have no backward pass.
+//! All trained code is written from differentiable candle primitives (see `nn`) or curric's
+//! own fused CPU ops with a backward (`ops`): candle-nn's fused softmax / norm / rope kernels
+//! have no backward pass.
 
 pub mod checkpoint;
 pub mod config;
 mod error;
 pub mod nn;
+pub mod ops;
 pub mod policy;
 pub mod qwen2;
 pub mod tokenizer;

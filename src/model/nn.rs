@@ -5,6 +5,8 @@
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+pub use super::ops::RopeTables;
+
 /// A dense layer that flattens leading dimensions into one matmul, which is faster (forward and
 /// backward) than candle-nn's broadcast batched matmul over a per-batch copy of the weight.
 #[derive(Debug, Clone)]
@@ -64,9 +66,7 @@ impl RmsNorm {
 
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-        let inv = (ms + self.eps)?.sqrt()?.recip()?;
-        x.broadcast_mul(&inv)?.broadcast_mul(&self.weight)
+        super::ops::rms_norm(x, &self.weight, self.eps)
     }
 }
 
@@ -129,25 +129,15 @@ impl Rotary {
         })
     }
 
-    /// cos and sin for `positions` `[B, T]` (u32), shaped `[B, 1, T, half]`.
-    pub fn tables(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// Tables for `positions` `[B, T]` (u32).
+    pub fn tables(&self, positions: &Tensor) -> Result<RopeTables> {
         let (b, t) = positions.dims2()?;
         let flat = positions.flatten_all()?;
         let half = self.cos.dim(1)?;
         let cos = self.cos.index_select(&flat, 0)?.reshape((b, 1, t, half))?;
         let sin = self.sin.index_select(&flat, 0)?.reshape((b, 1, t, half))?;
-        Ok((cos, sin))
+        RopeTables::new(cos, sin)
     }
-}
-
-/// Applies rotary embeddings to `x` `[B, H, T, hd]`.
-pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let half = x.dim(D::Minus1)? / 2;
-    let x1 = x.narrow(D::Minus1, 0, half)?;
-    let x2 = x.narrow(D::Minus1, half, half)?;
-    let r1 = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
-    let r2 = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
-    Tensor::cat(&[r1, r2], D::Minus1)
 }
 
 /// Scaled dot-product attention with grouped-query heads, without copying K/V per query head:
@@ -165,7 +155,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> R
         Some(m) => scores.broadcast_add(m)?,
         None => scores,
     };
-    let p = candle_nn::ops::softmax(&scores, D::Minus1)?;
+    let p = super::ops::softmax_last_dim(&scores)?;
     p.reshape((b, kv, rep * t, s))?
         .matmul(v)?
         .reshape((b, h, t, hd))

@@ -67,9 +67,10 @@ impl std::fmt::Debug for Policy {
 }
 
 impl Policy {
-    /// The built-in tiny VLM `preset` with the built-in tokenizer over its base vocabulary.
+    /// The built-in tiny VLM `preset` with the built-in tokenizer covering the built-in
+    /// suite's vocabulary.
     pub fn tiny(preset: &str, seed: u64, device: &Device) -> Result<Self, ModelError> {
-        Self::tiny_with_words(preset, &[], seed, device)
+        Self::tiny_with_words(preset, &crate::data::suite::vocabulary(), seed, device)
     }
 
     /// The built-in tiny VLM with a tokenizer that also covers `words` (e.g. a suite's

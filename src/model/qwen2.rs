@@ -1,11 +1,11 @@
 //! A Qwen2-style decoder (RMSNorm, RoPE, SwiGLU, grouped-query attention) with HF Qwen2's
 //! tensor names, so it loads real Qwen2 / Qwen2.5 checkpoints, written from differentiable ops.
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
 use super::config::DecoderConfig;
-use super::nn::{apply_rotary, attention, Linear, RmsNorm, Rotary};
+use super::nn::{attention, Linear, RmsNorm, RopeTables, Rotary};
 
 /// Per-layer keys and values `[B, KV, S, hd]` of the positions seen so far.
 #[derive(Debug, Clone, Default)]
@@ -63,7 +63,7 @@ impl Attention {
     fn forward(
         &self,
         x: &Tensor,
-        rope: &(Tensor, Tensor),
+        rope: &RopeTables,
         mask: Option<&Tensor>,
         cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Result<Tensor> {
@@ -76,8 +76,8 @@ impl Attention {
         let q = split(self.q_proj.forward(x)?, self.heads)?;
         let k = split(self.k_proj.forward(x)?, self.kv_heads)?;
         let v = split(self.v_proj.forward(x)?, self.kv_heads)?;
-        let q = apply_rotary(&q, &rope.0, &rope.1)?;
-        let k = apply_rotary(&k, &rope.0, &rope.1)?;
+        let q = rope.apply(&q)?;
+        let k = rope.apply(&k)?;
         let (k, v) = match cache {
             Some(slot) => {
                 let kv = match slot.take() {
@@ -245,7 +245,7 @@ impl Decoder {
     }
 }
 
-/// Log-softmax over the last dimension from primitives (differentiable).
+/// Log-softmax over the last dimension (differentiable).
 pub fn log_softmax(logits: &Tensor) -> Result<Tensor> {
-    candle_nn::ops::log_softmax(logits, D::Minus1)
+    super::ops::log_softmax_last_dim(logits)
 }

@@ -1,0 +1,372 @@
+//! `curric bench`: rollout and update speed of the built-in presets on a GRPO-shaped batch
+//! (G = 8 completions × 16 prompts), measured against the time of the update's matrix
+//! multiplies alone.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use image::{Rgb, RgbImage};
+
+use crate::model::{ModelError, Policy, PolicyInput, PolicyModel, SamplingParams, VlmConfig};
+
+/// `curric bench` arguments.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Fewer presets and repetitions (under a minute on 2 cores, release build).
+    #[arg(long)]
+    pub quick: bool,
+    /// Preset to measure (repeatable): nano, micro, small, base.
+    #[arg(long = "preset")]
+    pub presets: Vec<String>,
+    /// `cpu` or `cuda:N` (CUDA needs the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Runs `curric bench` and prints its table.
+pub fn run_cli(args: BenchArgs) -> std::process::ExitCode {
+    let result = crate::model::device(&args.device).and_then(|device| {
+        run(&BenchOptions {
+            quick: args.quick,
+            presets: args.presets,
+            device,
+        })
+    });
+    match result {
+        Ok(rows) => {
+            print!("{}", render(&rows));
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prompts per batch and completions per prompt, as in a GRPO step.
+pub const PROMPTS: usize = 16;
+pub const GROUP: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub quick: bool,
+    /// Empty: nano and micro with `quick`, every preset otherwise.
+    pub presets: Vec<String>,
+    pub device: Device,
+}
+
+/// One preset's measurements.
+#[derive(Debug, Clone)]
+pub struct BenchRow {
+    pub preset: String,
+    pub params: usize,
+    pub new_tokens: usize,
+    pub rollout_tok_s_cache: f64,
+    /// Measured on a quarter of the batch (recomputing the prefix is slow).
+    pub rollout_tok_s_nocache: f64,
+    /// Cached over uncached tokens/s, on the same quarter batch.
+    pub kv_speedup: f64,
+    pub update_ms: f64,
+    pub matmul_ms: f64,
+    pub grpo_samples_s: f64,
+    /// Peak resident memory of the process so far (VmHWM), MiB.
+    pub peak_mib: f64,
+}
+
+impl BenchRow {
+    pub fn update_over_matmul(&self) -> f64 {
+        self.update_ms / self.matmul_ms
+    }
+}
+
+/// Runs the bench for every requested preset.
+pub fn run(opts: &BenchOptions) -> Result<Vec<BenchRow>, ModelError> {
+    let presets: Vec<String> = if opts.presets.is_empty() {
+        let names: &[&str] = if opts.quick {
+            &["nano", "micro"]
+        } else {
+            &crate::model::PRESETS
+        };
+        names.iter().map(|s| s.to_string()).collect()
+    } else {
+        opts.presets.clone()
+    };
+    presets
+        .iter()
+        .map(|p| bench_preset(p, opts.quick, &opts.device))
+        .collect()
+}
+
+fn prompts() -> Vec<PolicyInput> {
+    let questions = [
+        "<image> How many red circles are in the grid?",
+        "<image> What colour is the shape in the top - left cell?",
+        "<image> Is there a blue square left of the green star? Answer yes or no.",
+        "What is 12 + 30?",
+    ];
+    (0..PROMPTS)
+        .map(|i| {
+            let q = questions[i % questions.len()];
+            let image = q.starts_with("<image>").then(|| {
+                Arc::new(RgbImage::from_fn(48, 48, |x, y| {
+                    let c = ((x / 16 + 3 * (y / 16)) as usize + i) % 3;
+                    let mut px = [30u8; 3];
+                    px[c] = 220;
+                    Rgb(px)
+                }))
+            });
+            PolicyInput {
+                image,
+                prompt: q.to_string(),
+            }
+        })
+        .collect()
+}
+
+fn grpo_batch() -> (Vec<PolicyInput>, Vec<u64>) {
+    let base = prompts();
+    let mut inputs = Vec::with_capacity(PROMPTS * GROUP);
+    let mut seeds = Vec::with_capacity(PROMPTS * GROUP);
+    for (i, p) in base.iter().enumerate() {
+        for g in 0..GROUP {
+            inputs.push(p.clone());
+            seeds.push((i * GROUP + g) as u64);
+        }
+    }
+    (inputs, seeds)
+}
+
+/// Rollout tokens per second (sampled tokens over wall time).
+fn rollout(
+    p: &Policy,
+    inputs: &[PolicyInput],
+    seeds: &[u64],
+    new_tokens: usize,
+    cache: bool,
+) -> Result<(f64, f64, Vec<Vec<u32>>), ModelError> {
+    let params = SamplingParams {
+        temperature: 1.0,
+        top_p: 1.0,
+        max_new_tokens: new_tokens,
+    };
+    let t = Instant::now();
+    let out = p.sample(inputs, &params, seeds, cache)?;
+    let secs = t.elapsed().as_secs_f64();
+    let tokens: usize = out.iter().map(|c| c.tokens.len()).sum();
+    Ok((
+        tokens as f64 / secs,
+        secs,
+        out.into_iter().map(|c| c.tokens).collect(),
+    ))
+}
+
+/// One policy-gradient-shaped step: `-(logp · adv · mask).sum() / mask.sum()`, backward,
+/// AdamW. Returns milliseconds.
+fn update_step(
+    p: &Policy,
+    opt: &mut AdamW,
+    inputs: &[PolicyInput],
+    completions: &[Vec<u32>],
+    adv: &Tensor,
+) -> Result<f64, ModelError> {
+    let t = Instant::now();
+    let lp = p.logprobs(inputs, completions)?;
+    let denom = lp.mask.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64;
+    let loss = ((lp.logp.broadcast_mul(adv)? * &lp.mask)?.sum_all()? / denom)?.neg()?;
+    let grads = loss.backward()?;
+    opt.step(&grads)?;
+    Ok(t.elapsed().as_secs_f64() * 1e3)
+}
+
+/// The matmuls of one update (forward, and the two of each backward) as `(batch, m, k, n)`.
+fn matmul_shapes(
+    cfg: &VlmConfig,
+    rows: usize,
+    seq: usize,
+    comp: usize,
+    images: usize,
+) -> Vec<[usize; 4]> {
+    let mut fwd: Vec<[usize; 4]> = Vec::new();
+    let d = &cfg.decoder;
+    let n = rows * seq;
+    let hd = d.head_dim();
+    let kvd = d.num_key_value_heads * hd;
+    for _ in 0..d.num_hidden_layers {
+        fwd.push([1, n, d.hidden_size, d.num_attention_heads * hd]);
+        fwd.push([1, n, d.hidden_size, kvd]);
+        fwd.push([1, n, d.hidden_size, kvd]);
+        fwd.push([1, n, d.num_attention_heads * hd, d.hidden_size]);
+        let rep = d.num_attention_heads / d.num_key_value_heads;
+        fwd.push([rows * d.num_key_value_heads, rep * seq, hd, seq]);
+        fwd.push([rows * d.num_key_value_heads, rep * seq, seq, hd]);
+        fwd.push([1, n, d.hidden_size, d.intermediate_size]);
+        fwd.push([1, n, d.hidden_size, d.intermediate_size]);
+        fwd.push([1, n, d.intermediate_size, d.hidden_size]);
+    }
+    fwd.push([1, rows * comp, d.hidden_size, d.vocab_size]);
+    if let (Some(v), true) = (&cfg.vision, images > 0) {
+        let np = v.num_patches();
+        let nv = images * np;
+        let p2 = 3 * v.patch_size * v.patch_size;
+        let vh = v.hidden_size / v.num_attention_heads;
+        fwd.push([1, nv, p2, v.hidden_size]);
+        for _ in 0..v.num_hidden_layers {
+            fwd.push([1, nv, v.hidden_size, 3 * v.hidden_size]);
+            fwd.push([images * v.num_attention_heads, np, vh, np]);
+            fwd.push([images * v.num_attention_heads, np, np, vh]);
+            fwd.push([1, nv, v.hidden_size, v.hidden_size]);
+            fwd.push([1, nv, v.hidden_size, v.intermediate_size]);
+            fwd.push([1, nv, v.intermediate_size, v.hidden_size]);
+        }
+        fwd.push([1, nv, v.hidden_size, d.hidden_size]);
+        fwd.push([1, nv, d.hidden_size, d.hidden_size]);
+    }
+    // Backward of C = A·B: dA = dC·Bᵀ (m, n, k) and dB = Aᵀ·dC (k, m, n).
+    let mut all = Vec::with_capacity(fwd.len() * 3);
+    for [b, m, k, nn] in fwd {
+        all.push([b, m, k, nn]);
+        all.push([b, m, nn, k]);
+        all.push([b, k, m, nn]);
+    }
+    all
+}
+
+/// Milliseconds for running `shapes` as plain matmuls on `dev` (best of `reps`).
+fn time_matmuls(shapes: &[[usize; 4]], dev: &Device, reps: usize) -> Result<f64, ModelError> {
+    let mut operands = Vec::with_capacity(shapes.len());
+    for &[b, m, k, n] in shapes {
+        let a = Tensor::ones((b, m, k), DType::F32, dev)?;
+        let c = Tensor::ones((b, k, n), DType::F32, dev)?;
+        operands.push((a, c));
+    }
+    let mut best = f64::INFINITY;
+    for _ in 0..reps {
+        let t = Instant::now();
+        for (a, c) in &operands {
+            let y = a.matmul(c)?;
+            dev.synchronize()?;
+            drop(y);
+        }
+        best = best.min(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(best)
+}
+
+fn bench_preset(name: &str, quick: bool, dev: &Device) -> Result<BenchRow, ModelError> {
+    let p = Policy::tiny(name, 0, dev)?;
+    let (inputs, seeds) = grpo_batch();
+    let new_tokens = 32;
+    // Warm up allocator and kernels.
+    rollout(&p, &inputs[..GROUP], &seeds[..GROUP], 2, true)?;
+    let (tok_cache, roll_secs, comps) = rollout(&p, &inputs, &seeds, new_tokens, true)?;
+    // Recomputing the prefix is slow: measure it on a quarter of the batch.
+    let quarter = inputs.len() / 4;
+    let (tok_nocache, _, _) =
+        rollout(&p, &inputs[..quarter], &seeds[..quarter], new_tokens, false)?;
+    // Compare like with like: the cached rollout on the same quarter batch.
+    let (tok_cache_q, _, _) = rollout(&p, &inputs[..quarter], &seeds[..quarter], new_tokens, true)?;
+
+    let adv: Vec<f32> = (0..inputs.len())
+        .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    let adv = Tensor::from_vec(adv, (inputs.len(), 1), dev)?;
+    let mut opt = AdamW::new(
+        p.trainable_vars(),
+        ParamsAdamW {
+            lr: 1e-5,
+            ..Default::default()
+        },
+    )?;
+    let steps = if quick { 2 } else { 4 };
+    update_step(&p, &mut opt, &inputs, &comps, &adv)?;
+    let mut update_ms = f64::INFINITY;
+    for _ in 0..steps {
+        update_ms = update_ms.min(update_step(&p, &mut opt, &inputs, &comps, &adv)?);
+    }
+    let prompt_len = {
+        let patches = p.config().vision.as_ref().map_or(0, |v| v.num_patches());
+        inputs
+            .iter()
+            .map(|i| {
+                let n = p.encode(&i.prompt).map(|t| t.len()).unwrap_or(0);
+                if i.image.is_some() {
+                    n - 1 + patches
+                } else {
+                    n
+                }
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let comp = comps.iter().map(Vec::len).max().unwrap_or(0);
+    let images = inputs.iter().filter(|i| i.image.is_some()).count();
+    let shapes = matmul_shapes(p.config(), inputs.len(), prompt_len + comp, comp, images);
+    let matmul_ms = time_matmuls(&shapes, dev, if quick { 2 } else { 3 })?;
+    Ok(BenchRow {
+        preset: name.to_string(),
+        params: p.num_params(),
+        new_tokens,
+        rollout_tok_s_cache: tok_cache,
+        rollout_tok_s_nocache: tok_nocache,
+        kv_speedup: tok_cache_q / tok_nocache,
+        update_ms,
+        matmul_ms,
+        grpo_samples_s: inputs.len() as f64 / (roll_secs + update_ms / 1e3),
+        peak_mib: peak_rss_mib(),
+    })
+}
+
+/// VmHWM of this process in MiB (0 where /proc is unavailable).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The bench table.
+pub fn render(rows: &[BenchRow]) -> String {
+    let mut s = format!(
+        "batch: {GROUP} completions x {PROMPTS} prompts; update = logprobs + backward + AdamW;\n\
+         no-kv measured on a quarter batch, kv x = kv / no-kv on that same quarter batch\n"
+    );
+    s.push_str(&format!(
+        "{:<7} {:>10} {:>7} {:>12} {:>12} {:>7} {:>10} {:>10} {:>9} {:>10} {:>9}\n",
+        "preset",
+        "params",
+        "tokens",
+        "tok/s kv",
+        "tok/s no-kv",
+        "kv x",
+        "update ms",
+        "matmul ms",
+        "upd/mm",
+        "samples/s",
+        "peak MiB"
+    ));
+    for r in rows {
+        s.push_str(&format!(
+            "{:<7} {:>10} {:>7} {:>12.0} {:>12.0} {:>7.1} {:>10.1} {:>10.1} {:>9.2} {:>10.1} {:>9.0}\n",
+            r.preset,
+            r.params,
+            r.new_tokens,
+            r.rollout_tok_s_cache,
+            r.rollout_tok_s_nocache,
+            r.kv_speedup,
+            r.update_ms,
+            r.matmul_ms,
+            r.update_over_matmul(),
+            r.grpo_samples_s,
+            r.peak_mib
+        ));
+    }
+    s
+}
