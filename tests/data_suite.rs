@@ -39,6 +39,10 @@ fn every_sample_uses_only_vocabulary_words() {
         for level in Level::ALL {
             for s in suite::generate(&cap, level, 150, 5).unwrap() {
                 let text = format!("{} {} {}", s.problem, s.trace.as_deref().unwrap(), s.answer);
+                // Written as the model's detokenizer joins tokens: no space before punctuation.
+                for p in [" ,", " .", " :", " ?"] {
+                    assert!(!text.contains(p), "`{p}` in {text}");
+                }
                 for w in split_words(&text) {
                     assert!(
                         vocab.contains(&w),

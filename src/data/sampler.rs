@@ -10,9 +10,10 @@
 //!
 //! Mixing is stratified, not i.i.d.: each draw credits every source with its current share
 //! `w_i / Σw` and takes the source with the largest credit (ties to the first), which then
-//! pays one draw back (smooth weighted round-robin). Over any run of draws a source's count
-//! stays within one of its exact share, and with constant weights whose shares are multiples
-//! of `1/k` every block of `k` draws has the exact proportions.
+//! pays one draw back (smooth weighted round-robin). With constant weights whose shares are
+//! multiples of `1/k`, every block of `k` draws has the exact proportions; otherwise a
+//! source's count stays within about one draw of its exact share (below 1 for two or three
+//! sources; a randomised check of up to 11 sources over 2000 draws saw at most 1.13).
 //!
 //! Each source walks its pool in epochs: an epoch visits every kept sample once, in the order
 //! the source's `OrderSpec` sets when the epoch starts (shuffled orders reshuffle each epoch).
