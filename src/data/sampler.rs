@@ -358,36 +358,44 @@ impl Sampler {
         state: SamplerState,
     ) -> Result<Self, DataError> {
         let (pools, kept) = Self::prepare(&spec, pools)?;
-        if state.sources.len() != spec.sources.len() {
-            return Err(DataError::Sampler(format!(
-                "saved state has {} sources, the phase has {}",
-                state.sources.len(),
-                spec.sources.len()
-            )));
-        }
-        for (i, cur) in state.sources.iter().enumerate() {
-            let fp = fingerprint(&pools[i], &kept[i]);
-            if cur.name != spec.sources[i].name || cur.fingerprint != fp {
-                return Err(DataError::Sampler(format!(
-                    "source `{}` changed since the state was saved (different samples or filter)",
-                    spec.sources[i].name
-                )));
-            }
-            if cur.order.len() != kept[i].len()
-                || (cur.position >= cur.order.len() && !cur.order.is_empty())
-            {
-                return Err(DataError::Sampler(format!(
-                    "saved cursor of `{}` does not fit its pool",
-                    cur.name
-                )));
-            }
-        }
-        Ok(Sampler {
+        let mut sampler = Sampler {
+            state: state.clone(),
             spec,
             pools,
             kept,
-            state,
-        })
+        };
+        sampler.set_state(state)?;
+        Ok(sampler)
+    }
+
+    /// Replaces the cursor with a saved one taken over the same spec and pools (what `resume`
+    /// does, without handing the pools over again). Refuses a state from other data.
+    pub fn set_state(&mut self, state: SamplerState) -> Result<(), DataError> {
+        if state.sources.len() != self.spec.sources.len() {
+            return Err(DataError::Sampler(format!(
+                "saved state has {} sources, the phase has {}",
+                state.sources.len(),
+                self.spec.sources.len()
+            )));
+        }
+        for (i, cur) in state.sources.iter().enumerate() {
+            let fp = fingerprint(&self.pools[i], &self.kept[i]);
+            let name = &self.spec.sources[i].name;
+            if &cur.name != name || cur.fingerprint != fp {
+                return Err(DataError::Sampler(format!(
+                    "source `{name}` changed since the state was saved (different samples or filter)"
+                )));
+            }
+            let len = self.kept[i].len();
+            let indices_fit = cur.order.iter().all(|&j| (j as usize) < len);
+            if cur.order.len() != len || !indices_fit || (cur.position >= len && len > 0) {
+                return Err(DataError::Sampler(format!(
+                    "saved cursor of `{name}` does not fit its pool"
+                )));
+            }
+        }
+        self.state = state;
+        Ok(())
     }
 
     fn prepare(
