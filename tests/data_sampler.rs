@@ -322,6 +322,12 @@ fn adarft_target_follows_reward_and_picks_nearest() {
         Some(0.0),
         "clipped at the minimum"
     );
+    s.feedback(f64::NAN);
+    assert_eq!(
+        s.target_difficulty("r"),
+        Some(0.0),
+        "non-finite rewards are ignored"
+    );
     assert_eq!(step_ids(&mut s, 1), ["p8"]);
 }
 

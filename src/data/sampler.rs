@@ -522,6 +522,10 @@ impl Sampler {
     /// Mean reward (on a 0–1 scale, like `beta`) of the last step's prompts, for adaptive
     /// orders (AdaRFT); other orders ignore it.
     pub fn feedback(&mut self, mean_reward: f64) {
+        // A NaN reward (a failed step) would poison the target for the rest of the phase.
+        if !mean_reward.is_finite() {
+            return;
+        }
         for (src, cur) in self.spec.sources.iter().zip(&mut self.state.sources) {
             if let (
                 OrderSpec::AdaRft {
