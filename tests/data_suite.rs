@@ -114,6 +114,22 @@ fn levels_differ_in_difficulty_knobs() {
 }
 
 #[test]
+fn reference_traces_mention_every_key_word() {
+    // keyword_recall on the reference completion is 1: the reward is attainable.
+    for cap in suite::capabilities() {
+        for level in Level::ALL {
+            for s in suite::generate(&cap, level, 100, 8).unwrap() {
+                let trace = s.trace.as_deref().unwrap().to_lowercase();
+                assert!(!s.key_words.is_empty(), "{}", s.id);
+                for k in &s.key_words {
+                    assert!(trace.contains(&k.to_lowercase()), "`{k}` not in `{trace}`");
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn answers_are_consistent_with_the_scene() {
     // Describe answers list the ground truth; count answers never exceed the object count.
     let cap = Capability::new("perception");

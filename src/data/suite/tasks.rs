@@ -281,7 +281,7 @@ fn image_task<R: Rng>(
                 format!("<image> What colour is the {s}? Answer with a colour."),
                 c.to_string(),
                 format!("the {s} is {c}"),
-                vec![o.name()],
+                vec![s.to_string(), c.to_string()],
             )
         }
         Family::AttributeSize => {
