@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "curric", version, about = "Declarative curricula for RL post-training of VLMs")]
+#[command(
+    name = "curric",
+    version,
+    about = "Declarative curricula for RL post-training of VLMs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -70,7 +70,9 @@ impl FromStr for Level {
             "easy" => Ok(Level::Easy),
             "medium" => Ok(Level::Medium),
             "hard" => Ok(Level::Hard),
-            other => Err(format!("unknown difficulty level `{other}` (easy, medium, hard)")),
+            other => Err(format!(
+                "unknown difficulty level `{other}` (easy, medium, hard)"
+            )),
         }
     }
 }
