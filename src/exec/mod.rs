@@ -11,6 +11,7 @@
 pub mod checkpoint;
 pub mod driver;
 pub mod error;
+pub mod eval;
 pub mod fingerprint;
 pub mod manifest;
 pub mod metrics;
