@@ -16,9 +16,15 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Look at or export the built-in "shapes" suite.
+    #[command(subcommand)]
+    Data(crate::data::cli::DataCommand),
+}
 
 pub fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Data(cmd) => crate::data::cli::run(cmd),
+    }
 }

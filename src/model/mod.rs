@@ -1,6 +1,42 @@
 //! Policies on candle: the built-in tiny VLM and HF Qwen2-style checkpoints, sampling with a
 //! KV cache, per-token log-probs with gradients, safetensors checkpoints.
+//!
+//! All trained code is written from differentiable candle primitives (see `nn`): candle-nn's
+//! fused softmax / norm / rope kernels have no backward pass.
 
+pub mod checkpoint;
+pub mod config;
+mod error;
+pub mod nn;
+pub mod policy;
+pub mod qwen2;
+pub mod tokenizer;
 mod types;
+pub mod vision;
+pub mod vlm;
 
+pub use config::{DecoderConfig, VisionConfig, VlmConfig, PRESETS};
+pub use error::ModelError;
+pub use policy::Policy;
 pub use types::{Completion, PolicyInput, PolicyModel, SamplingParams, TokenLogProbs};
+
+use candle_core::Device;
+
+/// Parses `cpu`, `cuda` or `cuda:N`. CUDA needs a build with the `cuda` feature.
+pub fn device(spec: &str) -> Result<Device, ModelError> {
+    let s = spec.trim().to_ascii_lowercase();
+    if s == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let ordinal = match s.as_str() {
+        "cuda" => 0,
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| ModelError::BadDevice(spec.to_string()))?,
+    };
+    if !cfg!(feature = "cuda") {
+        return Err(ModelError::NoCuda(spec.to_string()));
+    }
+    Ok(Device::new_cuda(ordinal)?)
+}

@@ -1,0 +1,283 @@
+//! The pass-rate table: per sample id, how often the policy got it right.
+//!
+//! Probe phases fill it (K rollouts per sample), grpo phases update it online, exec persists it
+//! in the run directory (`to_json` / `from_json`; the atomic write is exec's) and carries it
+//! across stage edges when a hand-off says so. It drives ordering, filtering and method A's
+//! easy / medium / hard split.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{DataError, Level, Sample};
+
+/// One sample's record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassRecord {
+    pub attempts: u64,
+    pub successes: u64,
+    /// The last global step at which the sample was attempted.
+    pub last_step: u64,
+}
+
+impl PassRecord {
+    pub fn pass_rate(&self) -> Option<f64> {
+        (self.attempts > 0).then(|| self.successes as f64 / self.attempts as f64)
+    }
+}
+
+/// Pass rates keyed by sample id. A `BTreeMap` so the JSON is sorted and diffs cleanly.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PassRateTable {
+    pub records: BTreeMap<String, PassRecord>,
+}
+
+impl PassRateTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `successes` out of `attempts` rollouts of `id` seen at `step`.
+    pub fn record(
+        &mut self,
+        id: &str,
+        successes: u64,
+        attempts: u64,
+        step: u64,
+    ) -> Result<(), DataError> {
+        if successes > attempts {
+            return Err(DataError::PassRate(format!(
+                "`{id}`: {successes} successes out of {attempts} attempts"
+            )));
+        }
+        let r = self.records.entry(id.to_string()).or_default();
+        r.attempts += attempts;
+        r.successes += successes;
+        r.last_step = r.last_step.max(step);
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Option<&PassRecord> {
+        self.records.get(id)
+    }
+
+    pub fn pass_rate(&self, id: &str) -> Option<f64> {
+        self.records.get(id).and_then(PassRecord::pass_rate)
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Folds `other` in: counts add up, the last step is the later one. Merging tables from
+    /// disjoint rollouts equals recording them all into one.
+    pub fn merge(&mut self, other: &PassRateTable) {
+        for (id, o) in &other.records {
+            let r = self.records.entry(id.clone()).or_default();
+            r.attempts += o.attempts;
+            r.successes += o.successes;
+            r.last_step = r.last_step.max(o.last_step);
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a map of plain records always serialises")
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, DataError> {
+        let table: PassRateTable = serde_json::from_str(text)
+            .map_err(|e| DataError::PassRate(format!("cannot parse: {e}")))?;
+        if let Some((id, r)) = table.records.iter().find(|(_, r)| r.successes > r.attempts) {
+            return Err(DataError::PassRate(format!(
+                "`{id}`: {} successes out of {} attempts",
+                r.successes, r.attempts
+            )));
+        }
+        Ok(table)
+    }
+
+    /// Writes the table's pass rates into `samples` (those it knows) and, with `bands`, their
+    /// level. Returns how many samples the table knew.
+    pub fn apply(&self, samples: &mut [Sample], bands: Option<&LevelBands>) -> usize {
+        let mut known = 0;
+        for s in samples.iter_mut() {
+            if let Some(p) = self.pass_rate(&s.id) {
+                s.pass_rate = Some(p);
+                if let Some(b) = bands {
+                    s.difficulty = Some(b.level(p));
+                }
+                known += 1;
+            }
+        }
+        known
+    }
+
+    /// Method A's split: the samples the table knows, by level. Unknown samples are left out.
+    pub fn split<'a>(
+        &self,
+        samples: &'a [Sample],
+        bands: &LevelBands,
+    ) -> BTreeMap<Level, Vec<&'a Sample>> {
+        let mut out: BTreeMap<Level, Vec<&'a Sample>> = BTreeMap::new();
+        for s in samples {
+            if let Some(p) = self.pass_rate(&s.id) {
+                out.entry(bands.level(p)).or_default().push(s);
+            }
+        }
+        out
+    }
+}
+
+/// Pass-rate bands for levels: rate ≥ `easy_min` → easy, rate ≤ `hard_max` → hard, otherwise
+/// medium. The default is method A's K-rollout split: K/K easy, 0/K hard, 1..K−1 medium.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LevelBands {
+    pub easy_min: f64,
+    pub hard_max: f64,
+}
+
+impl Default for LevelBands {
+    fn default() -> Self {
+        LevelBands {
+            easy_min: 1.0,
+            hard_max: 0.0,
+        }
+    }
+}
+
+impl LevelBands {
+    /// Rates are ratios of small integers; the tolerance keeps 7/7 from falling below 1.0.
+    const EPS: f64 = 1e-9;
+
+    pub fn new(easy_min: f64, hard_max: f64) -> Result<Self, DataError> {
+        if !(0.0..=1.0).contains(&easy_min)
+            || !(0.0..=1.0).contains(&hard_max)
+            || hard_max >= easy_min
+        {
+            return Err(DataError::PassRate(format!(
+                "bands need 0 ≤ hard_max < easy_min ≤ 1, got hard_max {hard_max}, easy_min {easy_min}"
+            )));
+        }
+        Ok(LevelBands { easy_min, hard_max })
+    }
+
+    pub fn level(&self, pass_rate: f64) -> Level {
+        if pass_rate >= self.easy_min - Self::EPS {
+            Level::Easy
+        } else if pass_rate <= self.hard_max + Self::EPS {
+            Level::Hard
+        } else {
+            Level::Medium
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Capability;
+
+    fn sample(id: &str) -> Sample {
+        Sample {
+            id: id.into(),
+            problem: "p".into(),
+            answer: "1".into(),
+            images: vec![],
+            capability: Capability::new("text_reasoning"),
+            difficulty: None,
+            pass_rate: None,
+            key_words: vec![],
+            objects: vec![],
+            trace: None,
+            extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn record_accumulates_and_rejects_impossible_counts() {
+        let mut t = PassRateTable::new();
+        t.record("a", 3, 8, 0).unwrap();
+        t.record("a", 5, 8, 4).unwrap();
+        t.record("a", 0, 0, 2).unwrap();
+        // (3 + 5) / (8 + 8) = 0.5, last step max(0, 4, 2) = 4.
+        assert_eq!(t.pass_rate("a"), Some(0.5));
+        assert_eq!(t.get("a").unwrap().last_step, 4);
+        assert_eq!(t.pass_rate("b"), None);
+        assert!(t.record("a", 9, 8, 5).is_err());
+        t.record("z", 0, 0, 1).unwrap();
+        assert_eq!(t.pass_rate("z"), None, "no attempts, no rate");
+    }
+
+    #[test]
+    fn merge_equals_recording_into_one_table() {
+        let (mut a, mut b, mut both) = (
+            PassRateTable::new(),
+            PassRateTable::new(),
+            PassRateTable::new(),
+        );
+        a.record("x", 1, 4, 1).unwrap();
+        b.record("x", 2, 4, 3).unwrap();
+        b.record("y", 4, 4, 2).unwrap();
+        both.record("x", 1, 4, 1).unwrap();
+        both.record("x", 2, 4, 3).unwrap();
+        both.record("y", 4, 4, 2).unwrap();
+        a.merge(&b);
+        assert_eq!(a, both);
+        assert_eq!(a.pass_rate("x"), Some(3.0 / 8.0));
+    }
+
+    #[test]
+    fn json_round_trip_and_validation() {
+        let mut t = PassRateTable::new();
+        t.record("shapes/perception/easy/train/000001", 7, 8, 12)
+            .unwrap();
+        let back = PassRateTable::from_json(&t.to_json()).unwrap();
+        assert_eq!(back, t);
+        let bad = r#"{"records":{"a":{"attempts":1,"successes":2,"last_step":0}}}"#;
+        assert!(PassRateTable::from_json(bad)
+            .unwrap_err()
+            .to_string()
+            .contains("`a`"));
+        assert!(PassRateTable::from_json("[1,").is_err());
+    }
+
+    #[test]
+    fn method_a_split_by_k_rollout_bands() {
+        let mut t = PassRateTable::new();
+        t.record("all", 8, 8, 0).unwrap();
+        t.record("some", 3, 8, 0).unwrap();
+        t.record("one", 1, 8, 0).unwrap();
+        t.record("none", 0, 8, 0).unwrap();
+        let samples: Vec<Sample> = ["all", "some", "one", "none", "unseen"].map(sample).into();
+        let split = t.split(&samples, &LevelBands::default());
+        let ids = |l| split[&l].iter().map(|s| s.id.as_str()).collect::<Vec<_>>();
+        assert_eq!(ids(Level::Easy), ["all"]);
+        assert_eq!(ids(Level::Medium), ["some", "one"]);
+        assert_eq!(ids(Level::Hard), ["none"]);
+        // 7/7 is easy despite floating point.
+        assert_eq!(LevelBands::default().level(7.0 / 7.0), Level::Easy);
+        // Custom bands: ≥ 0.75 easy, ≤ 0.25 hard.
+        let b = LevelBands::new(0.75, 0.25).unwrap();
+        assert_eq!(
+            [1.0, 0.75, 0.5, 0.25, 0.0].map(|p| b.level(p)),
+            [
+                Level::Easy,
+                Level::Easy,
+                Level::Medium,
+                Level::Hard,
+                Level::Hard
+            ]
+        );
+        assert!(LevelBands::new(0.2, 0.5).is_err());
+
+        let mut samples = samples;
+        assert_eq!(t.apply(&mut samples, Some(&LevelBands::default())), 4);
+        assert_eq!(samples[1].pass_rate, Some(3.0 / 8.0));
+        assert_eq!(samples[1].difficulty, Some(Level::Medium));
+        assert_eq!(samples[4].pass_rate, None);
+    }
+}

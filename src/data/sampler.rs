@@ -1,0 +1,659 @@
+//! Per-phase sampling: which prompts a step trains on.
+//!
+//! A phase declares [`SamplerSpec`]: its sources (each a named pool with an [`OrderSpec`] and
+//! a [`FilterSpec`]), a [`ScheduleSpec`] of mixing weights over the phase's steps, the prompts
+//! per step and a seed. Exec builds a [`Sampler`] from that spec and the loaded pools
+//! (`Sampler::new(spec, pools)`), calls [`Sampler::next_step`] once per step (and
+//! [`Sampler::draw`] to refill a batch within a step), feeds mean rewards back with
+//! [`Sampler::feedback`] for adaptive orders, and saves [`Sampler::state`] (serde) with its
+//! checkpoint; [`Sampler::resume`] continues exactly where an uninterrupted run would be.
+//!
+//! Mixing is stratified, not i.i.d.: each draw credits every source with its current share
+//! `w_i / Σw` and takes the source with the largest credit (ties to the first), which then
+//! pays one draw back (smooth weighted round-robin). Over any run of draws a source's count
+//! stays within one of its exact share, and with constant weights whose shares are multiples
+//! of `1/k` every block of `k` draws has the exact proportions.
+//!
+//! Each source walks its pool in epochs: an epoch visits every kept sample once, in the order
+//! the source's `OrderSpec` sets when the epoch starts (shuffled orders reshuffle each epoch).
+
+use std::f64::consts::PI;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{seed, DataError, Level, Sample};
+
+/// Mixing weights by source name; a source not named has weight 0. Weights need not sum to 1.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MixSpec(pub std::collections::BTreeMap<String, f64>);
+
+impl MixSpec {
+    pub fn new<S: Into<String>>(weights: impl IntoIterator<Item = (S, f64)>) -> Self {
+        MixSpec(weights.into_iter().map(|(k, v)| (k.into(), v)).collect())
+    }
+
+    fn weight(&self, name: &str) -> f64 {
+        self.0.get(name).copied().unwrap_or(0.0)
+    }
+}
+
+/// How the mix moves over the phase: from `from` at step 0 to `to` at the last step.
+/// JSON: `{"kind": "constant", "mix": {...}}`, `{"kind": "linear", "from": {...}, "to": {...}}`,
+/// `{"kind": "cosine", ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ScheduleSpec {
+    Constant {
+        mix: MixSpec,
+    },
+    Linear {
+        from: MixSpec,
+        to: MixSpec,
+    },
+    /// `t' = (1 − cos(π t)) / 2`: slow at both ends.
+    Cosine {
+        from: MixSpec,
+        to: MixSpec,
+    },
+}
+
+impl ScheduleSpec {
+    fn mixes(&self) -> Vec<&MixSpec> {
+        match self {
+            ScheduleSpec::Constant { mix } => vec![mix],
+            ScheduleSpec::Linear { from, to } | ScheduleSpec::Cosine { from, to } => {
+                vec![from, to]
+            }
+        }
+    }
+
+    /// Weight of `name` at `step` of a `steps`-step phase (t = step / (steps − 1), clamped).
+    pub fn weight(&self, name: &str, step: u64, steps: u64) -> f64 {
+        let t = if steps <= 1 {
+            0.0
+        } else {
+            (step as f64 / (steps - 1) as f64).clamp(0.0, 1.0)
+        };
+        match self {
+            ScheduleSpec::Constant { mix } => mix.weight(name),
+            ScheduleSpec::Linear { from, to } => lerp(from.weight(name), to.weight(name), t),
+            ScheduleSpec::Cosine { from, to } => {
+                let s = (1.0 - (PI * t).cos()) / 2.0;
+                lerp(from.weight(name), to.weight(name), s)
+            }
+        }
+    }
+}
+
+fn lerp(a: f64, b: f64, t: f64) -> f64 {
+    a + (b - a) * t
+}
+
+/// What "difficulty" an ordering reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DifficultyKey {
+    /// Higher pass rate = easier.
+    PassRate,
+    /// The sample's `difficulty` level.
+    Level,
+}
+
+/// The order a source walks its pool in. Samples lacking the key an order reads (no pass
+/// rate, no level) go after those that have it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OrderSpec {
+    /// Reshuffled at the start of every epoch.
+    #[default]
+    Shuffled,
+    /// The pool's own order.
+    Sequential,
+    /// Easy first: descending pass rate, or easy → medium → hard; ties keep the pool's order.
+    EasyToHard {
+        by: DifficultyKey,
+    },
+    HardToEasy {
+        by: DifficultyKey,
+    },
+    /// AdaRFT: a target difficulty `d` in [min, max] moves with the mean reward,
+    /// `d ← clip(d + eta·tanh(alpha·(R̄ − beta)))`, and each draw takes the unused sample of the
+    /// epoch whose difficulty is nearest `d`. A sample's difficulty is `1 − pass_rate`, else
+    /// 1/6, 1/2, 5/6 for easy, medium, hard, else 1/2.
+    AdaRft {
+        #[serde(default = "ada_eta")]
+        eta: f64,
+        #[serde(default = "ada_alpha")]
+        alpha: f64,
+        #[serde(default = "ada_beta")]
+        beta: f64,
+        #[serde(default)]
+        initial: f64,
+        #[serde(default)]
+        min: f64,
+        #[serde(default = "one")]
+        max: f64,
+    },
+    /// SPEED-style: pass rates nearest 0.5 first (where a group's rewards vary most), ties
+    /// shuffled each epoch; unknown pass rates count as 0 or 1 (least informative).
+    Speed,
+}
+
+fn ada_eta() -> f64 {
+    0.1
+}
+fn ada_alpha() -> f64 {
+    2.0
+}
+fn ada_beta() -> f64 {
+    0.5
+}
+fn one() -> f64 {
+    1.0
+}
+
+impl OrderSpec {
+    pub fn adarft() -> Self {
+        OrderSpec::AdaRft {
+            eta: ada_eta(),
+            alpha: ada_alpha(),
+            beta: ada_beta(),
+            initial: 0.0,
+            min: 0.0,
+            max: 1.0,
+        }
+    }
+}
+
+/// Which samples of a pool a source keeps (applied once, when the sampler is built).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FilterSpec {
+    /// Keep pass rates in [lo, hi]; samples without a pass rate are dropped.
+    pub band: Option<(f64, f64)>,
+    /// Drop pass rate 1 (always solved: every group has equal rewards).
+    pub drop_solved: bool,
+    /// Drop pass rate 0 (never solved).
+    pub drop_unsolved: bool,
+    /// Keep only these levels (samples without a level are dropped).
+    pub levels: Option<Vec<Level>>,
+}
+
+impl FilterSpec {
+    pub fn keeps(&self, s: &Sample) -> bool {
+        let p = s.pass_rate;
+        if let Some((lo, hi)) = self.band {
+            if !p.is_some_and(|p| p >= lo && p <= hi) {
+                return false;
+            }
+        }
+        if self.drop_solved && p.is_some_and(|p| p >= 1.0) {
+            return false;
+        }
+        if self.drop_unsolved && p.is_some_and(|p| p <= 0.0) {
+            return false;
+        }
+        if let Some(levels) = &self.levels {
+            if !s.difficulty.is_some_and(|l| levels.contains(&l)) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// One source of a phase: a named pool, its order and filter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceSpec {
+    pub name: String,
+    #[serde(default)]
+    pub order: OrderSpec,
+    #[serde(default)]
+    pub filter: FilterSpec,
+}
+
+impl SourceSpec {
+    pub fn new(name: impl Into<String>, order: OrderSpec) -> Self {
+        SourceSpec {
+            name: name.into(),
+            order,
+            filter: FilterSpec::default(),
+        }
+    }
+}
+
+/// Everything a phase says about its data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplerSpec {
+    pub sources: Vec<SourceSpec>,
+    pub schedule: ScheduleSpec,
+    /// Prompts per step.
+    pub batch_size: usize,
+    /// Steps in the phase (the schedule runs from step 0 to step `steps − 1`).
+    pub steps: u64,
+    pub seed: u64,
+}
+
+impl SamplerSpec {
+    /// One source with weight 1.
+    pub fn single(source: SourceSpec, batch_size: usize, steps: u64, seed: u64) -> Self {
+        let mix = MixSpec::new([(source.name.clone(), 1.0)]);
+        SamplerSpec {
+            sources: vec![source],
+            schedule: ScheduleSpec::Constant { mix },
+            batch_size,
+            steps,
+            seed,
+        }
+    }
+}
+
+/// One source's cursor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceCursor {
+    pub name: String,
+    /// Full passes over the kept pool completed so far.
+    pub epochs: u64,
+    /// Samples drawn from this source in total.
+    pub drawn: u64,
+    /// This epoch's order (indices into the kept pool); `order[position..]` is still to come.
+    pub order: Vec<u32>,
+    pub position: usize,
+    /// AdaRFT's target difficulty, for adaptive sources.
+    pub target: Option<f64>,
+    /// Deficit credit of the stratified mix.
+    pub credit: f64,
+    /// Hash of the kept sample ids, so a resume on other data is refused.
+    pub fingerprint: String,
+}
+
+/// Everything that changes while a sampler draws; serialise it to resume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplerState {
+    pub step: u64,
+    pub sources: Vec<SourceCursor>,
+    pub rng: ChaCha8Rng,
+}
+
+/// One drawn prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drawn {
+    /// Index of the source in the spec.
+    pub source: usize,
+    /// Index of the sample in the source's pool as given to `Sampler::new`.
+    pub index: usize,
+    /// The source's epoch the draw belongs to (0 = first pass).
+    pub epoch: u64,
+}
+
+/// A source's progress, for logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceProgress {
+    pub name: String,
+    pub size: usize,
+    pub epochs: u64,
+    pub drawn: u64,
+    /// Fraction of the current epoch done.
+    pub epoch_fraction: f64,
+}
+
+/// Pools in spec order, and per pool the indices its filter keeps.
+type Prepared = (Vec<Vec<Sample>>, Vec<Vec<usize>>);
+
+#[derive(Debug)]
+pub struct Sampler {
+    spec: SamplerSpec,
+    pools: Vec<Vec<Sample>>,
+    /// Per source, the pool indices its filter keeps.
+    kept: Vec<Vec<usize>>,
+    state: SamplerState,
+}
+
+impl Sampler {
+    /// `pools` pairs each source name of the spec with its samples (any order of pairs).
+    pub fn new(spec: SamplerSpec, pools: Vec<(String, Vec<Sample>)>) -> Result<Self, DataError> {
+        let (pools, kept) = Self::prepare(&spec, pools)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed::mix(&[spec.seed, seed::tag("sampler")]));
+        let mut sources = Vec::new();
+        for (i, src) in spec.sources.iter().enumerate() {
+            let order = epoch_order(&src.order, &pools[i], &kept[i], &mut rng);
+            let target = match src.order {
+                OrderSpec::AdaRft {
+                    initial, min, max, ..
+                } => Some(initial.clamp(min, max)),
+                _ => None,
+            };
+            sources.push(SourceCursor {
+                name: src.name.clone(),
+                epochs: 0,
+                drawn: 0,
+                order,
+                position: 0,
+                target,
+                credit: 0.0,
+                fingerprint: fingerprint(&pools[i], &kept[i]),
+            });
+        }
+        Ok(Sampler {
+            spec,
+            pools,
+            kept,
+            state: SamplerState {
+                step: 0,
+                sources,
+                rng,
+            },
+        })
+    }
+
+    /// Continues from a saved state. The spec and pools must be those the state came from.
+    pub fn resume(
+        spec: SamplerSpec,
+        pools: Vec<(String, Vec<Sample>)>,
+        state: SamplerState,
+    ) -> Result<Self, DataError> {
+        let (pools, kept) = Self::prepare(&spec, pools)?;
+        if state.sources.len() != spec.sources.len() {
+            return Err(DataError::Sampler(format!(
+                "saved state has {} sources, the phase has {}",
+                state.sources.len(),
+                spec.sources.len()
+            )));
+        }
+        for (i, cur) in state.sources.iter().enumerate() {
+            let fp = fingerprint(&pools[i], &kept[i]);
+            if cur.name != spec.sources[i].name || cur.fingerprint != fp {
+                return Err(DataError::Sampler(format!(
+                    "source `{}` changed since the state was saved (different samples or filter)",
+                    spec.sources[i].name
+                )));
+            }
+            if cur.order.len() != kept[i].len()
+                || (cur.position >= cur.order.len() && !cur.order.is_empty())
+            {
+                return Err(DataError::Sampler(format!(
+                    "saved cursor of `{}` does not fit its pool",
+                    cur.name
+                )));
+            }
+        }
+        Ok(Sampler {
+            spec,
+            pools,
+            kept,
+            state,
+        })
+    }
+
+    fn prepare(
+        spec: &SamplerSpec,
+        mut given: Vec<(String, Vec<Sample>)>,
+    ) -> Result<Prepared, DataError> {
+        let mut pools = Vec::new();
+        let mut kept = Vec::new();
+        for src in &spec.sources {
+            let Some(at) = given.iter().position(|(n, _)| *n == src.name) else {
+                return Err(DataError::Sampler(format!(
+                    "no samples given for source `{}`",
+                    src.name
+                )));
+            };
+            let (_, pool) = given.swap_remove(at);
+            let keep: Vec<usize> = (0..pool.len())
+                .filter(|&i| src.filter.keeps(&pool[i]))
+                .collect();
+            let used = spec
+                .schedule
+                .mixes()
+                .iter()
+                .any(|m| m.weight(&src.name) > 0.0);
+            if used && keep.is_empty() {
+                return Err(DataError::Sampler(format!(
+                    "source `{}` has no samples left after its filter ({} before)",
+                    src.name,
+                    pool.len()
+                )));
+            }
+            pools.push(pool);
+            kept.push(keep);
+        }
+        for mix in spec.schedule.mixes() {
+            for (name, w) in &mix.0 {
+                if !spec.sources.iter().any(|s| &s.name == name) {
+                    return Err(DataError::Sampler(format!(
+                        "the mix names `{name}`, which is not a source of this phase"
+                    )));
+                }
+                if !(w.is_finite() && *w >= 0.0) {
+                    return Err(DataError::Sampler(format!(
+                        "weight of `{name}` must be a finite number ≥ 0, got {w}"
+                    )));
+                }
+            }
+            if mix.0.values().sum::<f64>() <= 0.0 {
+                return Err(DataError::Sampler("a mix has no positive weight".into()));
+            }
+        }
+        Ok((pools, kept))
+    }
+
+    pub fn spec(&self) -> &SamplerSpec {
+        &self.spec
+    }
+
+    pub fn state(&self) -> &SamplerState {
+        &self.state
+    }
+
+    pub fn step(&self) -> u64 {
+        self.state.step
+    }
+
+    /// The normalised mix at `step`, one weight per source in spec order.
+    pub fn mix_at(&self, step: u64) -> Vec<f64> {
+        let w: Vec<f64> = self
+            .spec
+            .sources
+            .iter()
+            .map(|s| {
+                self.spec
+                    .schedule
+                    .weight(&s.name, step, self.spec.steps)
+                    .max(0.0)
+            })
+            .collect();
+        let total: f64 = w.iter().sum();
+        w.iter().map(|x| x / total).collect()
+    }
+
+    /// The prompts of the current step (`batch_size` of them); advances to the next step.
+    pub fn next_step(&mut self) -> Vec<Drawn> {
+        let out = self.draw(self.spec.batch_size);
+        self.state.step += 1;
+        out
+    }
+
+    /// `k` more prompts at the current step (e.g. to refill a batch); does not advance.
+    pub fn draw(&mut self, k: usize) -> Vec<Drawn> {
+        let shares = self.mix_at(self.state.step);
+        (0..k)
+            .map(|_| {
+                for (cur, share) in self.state.sources.iter_mut().zip(&shares) {
+                    cur.credit += share;
+                }
+                let src = (0..shares.len())
+                    .filter(|&i| shares[i] > 0.0)
+                    .fold(None, |best: Option<usize>, i| match best {
+                        Some(b) if self.state.sources[b].credit >= self.state.sources[i].credit => {
+                            Some(b)
+                        }
+                        _ => Some(i),
+                    })
+                    .expect("prepare() checked that every mix has a positive weight");
+                self.state.sources[src].credit -= 1.0;
+                self.take(src)
+            })
+            .collect()
+    }
+
+    /// The samples of `next_step`, cloned (images are shared `Arc`s).
+    pub fn next_step_samples(&mut self) -> Vec<Sample> {
+        let drawn = self.next_step();
+        drawn.iter().map(|d| self.sample(d).clone()).collect()
+    }
+
+    pub fn sample(&self, d: &Drawn) -> &Sample {
+        &self.pools[d.source][d.index]
+    }
+
+    /// Mean reward of the last step's prompts, for adaptive orders (AdaRFT); others ignore it.
+    pub fn feedback(&mut self, mean_reward: f64) {
+        for (src, cur) in self.spec.sources.iter().zip(&mut self.state.sources) {
+            if let (
+                OrderSpec::AdaRft {
+                    eta,
+                    alpha,
+                    beta,
+                    min,
+                    max,
+                    ..
+                },
+                Some(d),
+            ) = (&src.order, cur.target.as_mut())
+            {
+                *d = (*d + eta * (alpha * (mean_reward - beta)).tanh()).clamp(*min, *max);
+            }
+        }
+    }
+
+    /// AdaRFT's current target difficulty of a source, if it is adaptive.
+    pub fn target_difficulty(&self, source: &str) -> Option<f64> {
+        self.state
+            .sources
+            .iter()
+            .find(|c| c.name == source)
+            .and_then(|c| c.target)
+    }
+
+    pub fn progress(&self) -> Vec<SourceProgress> {
+        self.state
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, c)| SourceProgress {
+                name: c.name.clone(),
+                size: self.kept[i].len(),
+                epochs: c.epochs,
+                drawn: c.drawn,
+                epoch_fraction: if c.order.is_empty() {
+                    0.0
+                } else {
+                    c.position as f64 / c.order.len() as f64
+                },
+            })
+            .collect()
+    }
+
+    fn take(&mut self, src: usize) -> Drawn {
+        let spec = &self.spec.sources[src];
+        let pool = &self.pools[src];
+        let kept = &self.kept[src];
+        let cur = &mut self.state.sources[src];
+        if let Some(target) = cur.target {
+            // AdaRFT: move the remaining sample nearest the target to the cursor; earlier
+            // positions in the shuffled remainder win ties.
+            let rest = &cur.order[cur.position..];
+            let best = (0..rest.len())
+                .min_by(|&a, &b| {
+                    let da = (difficulty(&pool[kept[rest[a] as usize]]) - target).abs();
+                    let db = (difficulty(&pool[kept[rest[b] as usize]]) - target).abs();
+                    da.total_cmp(&db)
+                })
+                .expect("a kept pool is never empty when drawn from");
+            cur.order.swap(cur.position, cur.position + best);
+        }
+        let index = kept[cur.order[cur.position] as usize];
+        let epoch = cur.epochs;
+        cur.position += 1;
+        cur.drawn += 1;
+        // Close the epoch as soon as it is done, so `epochs` counts completed passes.
+        if cur.position == cur.order.len() {
+            cur.epochs += 1;
+            cur.position = 0;
+            cur.order = epoch_order(&spec.order, pool, kept, &mut self.state.rng);
+        }
+        Drawn {
+            source: src,
+            index,
+            epoch,
+        }
+    }
+}
+
+/// AdaRFT's difficulty scale: 0 = always solved, 1 = never.
+fn difficulty(s: &Sample) -> f64 {
+    match (s.pass_rate, s.difficulty) {
+        (Some(p), _) => 1.0 - p,
+        (None, Some(Level::Easy)) => 1.0 / 6.0,
+        (None, Some(Level::Medium)) => 0.5,
+        (None, Some(Level::Hard)) => 5.0 / 6.0,
+        (None, None) => 0.5,
+    }
+}
+
+fn epoch_order(
+    order: &OrderSpec,
+    pool: &[Sample],
+    kept: &[usize],
+    rng: &mut ChaCha8Rng,
+) -> Vec<u32> {
+    let mut idx: Vec<u32> = (0..kept.len() as u32).collect();
+    let at = |i: u32| &pool[kept[i as usize]];
+    // Unknown keys sort after known ones in either direction.
+    let key = |by: DifficultyKey, s: &Sample| -> Option<f64> {
+        match by {
+            DifficultyKey::PassRate => s.pass_rate.map(|p| -p),
+            DifficultyKey::Level => s.difficulty.map(|l| l.rank() as f64),
+        }
+    };
+    match order {
+        OrderSpec::Sequential => {}
+        OrderSpec::Shuffled | OrderSpec::AdaRft { .. } => idx.shuffle(rng),
+        OrderSpec::EasyToHard { by } => {
+            idx.sort_by(|&a, &b| cmp_known_first(key(*by, at(a)), key(*by, at(b)), false))
+        }
+        OrderSpec::HardToEasy { by } => {
+            idx.sort_by(|&a, &b| cmp_known_first(key(*by, at(a)), key(*by, at(b)), true))
+        }
+        OrderSpec::Speed => {
+            idx.shuffle(rng);
+            let dist = |s: &Sample| s.pass_rate.map_or(0.5, |p| (p - 0.5).abs());
+            idx.sort_by(|&a, &b| dist(at(a)).total_cmp(&dist(at(b))));
+        }
+    }
+    idx
+}
+
+fn cmp_known_first(a: Option<f64>, b: Option<f64>, reverse: bool) -> std::cmp::Ordering {
+    use std::cmp::Ordering::*;
+    match (a, b) {
+        (Some(x), Some(y)) if reverse => y.total_cmp(&x),
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (Some(_), None) => Less,
+        (None, Some(_)) => Greater,
+        (None, None) => Equal,
+    }
+}
+
+fn fingerprint(pool: &[Sample], kept: &[usize]) -> String {
+    let mut h = blake3::Hasher::new();
+    for &i in kept {
+        h.update(pool[i].id.as_bytes());
+        h.update(&[0]);
+    }
+    h.finalize().to_hex()[..16].to_string()
+}

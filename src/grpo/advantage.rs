@@ -1,0 +1,143 @@
+//! Group-relative advantages.
+//!
+//! Standard deviations are the unbiased sample std (divide by n − 1), as `torch.std` computes
+//! them in verl's `compute_grpo_outcome_advantage` and TRL's `GRPOTrainer`, so that advantages
+//! (and learning rates tuned there) carry over. A group of one has no baseline; like verl we
+//! then take mean 0 and std 1.
+
+use serde::{Deserialize, Serialize};
+
+use super::GrpoError;
+
+/// How rewards become advantages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdvantageMode {
+    /// (r − group mean) / (group std + eps): GRPO.
+    Group,
+    /// (r − group mean) / (batch std + eps): TRL's `scale_rewards="batch"`.
+    Batch,
+    /// r − group mean: Dr. GRPO (no std division).
+    None,
+}
+
+fn mean(xs: &[f32]) -> f64 {
+    xs.iter().map(|&x| x as f64).sum::<f64>() / xs.len() as f64
+}
+
+/// Unbiased sample std; 1 for fewer than two values (see module docs).
+fn sample_std(xs: &[f32]) -> f64 {
+    if xs.len() < 2 {
+        return 1.0;
+    }
+    let m = mean(xs);
+    let ss: f64 = xs.iter().map(|&x| (x as f64 - m).powi(2)).sum();
+    (ss / (xs.len() - 1) as f64).sqrt()
+}
+
+/// A group teaches something only if its rewards differ: with equal rewards every
+/// group-relative advantage is zero ("vanishing advantage").
+pub fn group_is_informative(rewards: &[f32]) -> bool {
+    let (lo, hi) = rewards
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &r| {
+            (lo.min(r), hi.max(r))
+        });
+    rewards.len() > 1 && hi - lo > 1e-6
+}
+
+/// Advantages for `rewards`, laid out group after group (`group_size` rewards each).
+pub fn advantages(
+    rewards: &[f32],
+    group_size: usize,
+    mode: AdvantageMode,
+    eps: f64,
+) -> Result<Vec<f32>, GrpoError> {
+    if group_size == 0 || rewards.len() % group_size != 0 {
+        return Err(GrpoError::Config(format!(
+            "{} rewards do not split into groups of {group_size}",
+            rewards.len()
+        )));
+    }
+    if let Some(r) = rewards.iter().find(|r| !r.is_finite()) {
+        return Err(GrpoError::Config(format!("reward {r} is not finite")));
+    }
+    let batch_std = sample_std(rewards);
+    let mut out = Vec::with_capacity(rewards.len());
+    for group in rewards.chunks(group_size) {
+        let (m, s) = if group.len() < 2 {
+            (0.0, 1.0)
+        } else {
+            (mean(group), sample_std(group))
+        };
+        let denom = match mode {
+            AdvantageMode::Group => s + eps,
+            AdvantageMode::Batch => batch_std + eps,
+            AdvantageMode::None => 1.0,
+        };
+        out.extend(group.iter().map(|&r| ((r as f64 - m) / denom) as f32));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn group_scaling_uses_sample_std() {
+        // group [1,0,0,1]: mean 0.5, sample std sqrt(1/3) = 0.57735 → ±0.866025
+        // group [1,1,1,0]: mean 0.75, sample std 0.5 → 0.5, 0.5, 0.5, -1.5
+        let r = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0];
+        let a = advantages(&r, 4, AdvantageMode::Group, 0.0).unwrap();
+        close(
+            &a,
+            &[
+                0.866025, -0.866025, -0.866025, 0.866025, 0.5, 0.5, 0.5, -1.5,
+            ],
+        );
+    }
+
+    #[test]
+    fn batch_and_none() {
+        // batch: mean 0.625, sample std over 8 = sqrt(1.875/7) = 0.517549
+        let r = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0];
+        let a = advantages(&r, 4, AdvantageMode::Batch, 0.0).unwrap();
+        // 0.5/0.517549 = 0.966092, 0.25/0.517549 = 0.483046, 0.75/.. = 1.449138
+        close(
+            &a,
+            &[
+                0.966092, -0.966092, -0.966092, 0.966092, 0.483046, 0.483046, 0.483046, -1.449138,
+            ],
+        );
+        let a = advantages(&r, 4, AdvantageMode::None, 1e-6).unwrap();
+        close(&a, &[0.5, -0.5, -0.5, 0.5, 0.25, 0.25, 0.25, -0.75]);
+    }
+
+    #[test]
+    fn equal_group_gives_zero_and_eps_guards_division() {
+        let a = advantages(&[0.3, 0.3, 0.3], 3, AdvantageMode::Group, 1e-6).unwrap();
+        close(&a, &[0.0, 0.0, 0.0]);
+        assert!(!group_is_informative(&[0.3, 0.3, 0.3]));
+        assert!(group_is_informative(&[0.3, 0.3, 0.4]));
+        assert!(!group_is_informative(&[1.0]));
+    }
+
+    #[test]
+    fn singleton_group_and_errors() {
+        // verl convention: mean 0, std 1 → advantage = reward
+        close(
+            &advantages(&[0.7, 0.2], 1, AdvantageMode::Group, 0.0).unwrap(),
+            &[0.7, 0.2],
+        );
+        assert!(advantages(&[1.0, 0.0, 1.0], 2, AdvantageMode::Group, 1e-6).is_err());
+        assert!(advantages(&[f32::NAN, 0.0], 2, AdvantageMode::Group, 1e-6).is_err());
+    }
+}

@@ -1,0 +1,414 @@
+//! curric's AdamW: candle-nn's update rule, with its moment state exposed (so that resume is
+//! bit-identical), a learning-rate schedule, global grad-norm clipping and a finiteness check
+//! that runs before any parameter is touched.
+
+use std::collections::HashMap;
+
+use candle_core::{backprop::GradStore, DType, Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use super::GrpoError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleKind {
+    Constant,
+    Cosine,
+}
+
+/// Linear warm-up from lr/warmup to lr over `warmup_steps`, then constant or cosine decay to
+/// `min_lr_ratio · lr` at `total_steps`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LrSchedule {
+    pub lr: f64,
+    pub warmup_steps: u64,
+    pub total_steps: u64,
+    pub kind: ScheduleKind,
+    pub min_lr_ratio: f64,
+}
+
+impl LrSchedule {
+    pub fn constant(lr: f64) -> Self {
+        LrSchedule {
+            lr,
+            warmup_steps: 0,
+            total_steps: 0,
+            kind: ScheduleKind::Constant,
+            min_lr_ratio: 0.0,
+        }
+    }
+
+    /// The learning rate of optimiser step `t` (0-based).
+    pub fn lr_at(&self, t: u64) -> f64 {
+        if t < self.warmup_steps {
+            return self.lr * (t + 1) as f64 / self.warmup_steps as f64;
+        }
+        match self.kind {
+            ScheduleKind::Constant => self.lr,
+            ScheduleKind::Cosine => {
+                let span = self.total_steps.saturating_sub(self.warmup_steps).max(1);
+                let p = ((t - self.warmup_steps) as f64 / span as f64).min(1.0);
+                let m = self.min_lr_ratio;
+                self.lr * (m + (1.0 - m) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AdamWConfig {
+    pub schedule: LrSchedule,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Global L2 norm the gradients are scaled down to; `None` disables clipping.
+    pub max_grad_norm: Option<f64>,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig {
+            schedule: LrSchedule::constant(1e-3),
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            max_grad_norm: Some(1.0),
+        }
+    }
+}
+
+/// What one optimiser step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct OptimStats {
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub clipped: bool,
+}
+
+pub struct AdamW {
+    vars: Vec<Var>,
+    m: Vec<Var>,
+    v: Vec<Var>,
+    t: u64,
+    cfg: AdamWConfig,
+}
+
+impl AdamW {
+    /// Optimises `vars` in the given order; the order names the state (`m.{i}`, `v.{i}`), so a
+    /// resumed run must pass the variables in the same order.
+    pub fn new(vars: Vec<Var>, cfg: AdamWConfig) -> Result<Self, GrpoError> {
+        let zeros = |v: &Var| Var::zeros(v.shape(), v.dtype(), v.device());
+        let m = vars.iter().map(zeros).collect::<candle_core::Result<_>>()?;
+        let v = vars.iter().map(zeros).collect::<candle_core::Result<_>>()?;
+        Ok(AdamW {
+            vars,
+            m,
+            v,
+            t: 0,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &AdamWConfig {
+        &self.cfg
+    }
+
+    /// Optimiser steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.t
+    }
+
+    /// The learning rate the next step will use.
+    pub fn current_lr(&self) -> f64 {
+        self.cfg.schedule.lr_at(self.t)
+    }
+
+    /// Backward through `loss`, then [`AdamW::apply`]. `step` only names the training step in
+    /// errors.
+    pub fn backward_step(&mut self, loss: &Tensor, step: u64) -> Result<OptimStats, GrpoError> {
+        let l = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !l.is_finite() {
+            return Err(GrpoError::NonFinite {
+                step,
+                what: format!("loss ({l})"),
+            });
+        }
+        let grads = loss.backward()?;
+        self.apply(&grads, step)
+    }
+
+    /// One AdamW update from `grads`. Every gradient is checked first; on NaN/inf nothing is
+    /// updated and the step count does not advance.
+    pub fn apply(&mut self, grads: &GradStore, step: u64) -> Result<OptimStats, GrpoError> {
+        let mut sq = 0f64;
+        for (i, var) in self.vars.iter().enumerate() {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                let s = g
+                    .to_dtype(DType::F64)?
+                    .sqr()?
+                    .sum_all()?
+                    .to_scalar::<f64>()?;
+                if !s.is_finite() {
+                    return Err(GrpoError::NonFinite {
+                        step,
+                        what: format!("gradient of trainable variable #{i} {:?}", var.shape()),
+                    });
+                }
+                sq += s;
+            }
+        }
+        let grad_norm = sq.sqrt();
+        let coef = match self.cfg.max_grad_norm {
+            Some(max) if grad_norm > max => Some(max / (grad_norm + 1e-6)),
+            _ => None,
+        };
+
+        let lr = self.cfg.schedule.lr_at(self.t);
+        self.t += 1;
+        let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
+        let scale_m = 1f64 / (1f64 - b1.powi(self.t as i32));
+        let scale_v = 1f64 / (1f64 - b2.powi(self.t as i32));
+        let lr_lambda = lr * self.cfg.weight_decay;
+        for ((theta, m), v) in self.vars.iter().zip(&self.m).zip(&self.v) {
+            let Some(g) = grads.get(theta.as_tensor()) else {
+                continue;
+            };
+            let g = match coef {
+                Some(c) => (g * c)?,
+                None => g.clone(),
+            };
+            // Same operation order as candle-nn's AdamW, so the two agree to the bit.
+            let next_m = ((m.as_tensor() * b1)? + (&g * (1.0 - b1))?)?;
+            let next_v = ((v.as_tensor() * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            let m_hat = (&next_m * scale_m)?;
+            let v_hat = (&next_v * scale_v)?;
+            let next_theta = (theta.as_tensor() * (1f64 - lr_lambda))?;
+            let adjusted = (m_hat / (v_hat.sqrt()? + self.cfg.eps)?)?;
+            let next_theta = (next_theta - (adjusted * lr)?)?;
+            m.set(&next_m)?;
+            v.set(&next_v)?;
+            theta.set(&next_theta)?;
+        }
+        Ok(OptimStats {
+            lr,
+            grad_norm,
+            clipped: coef.is_some(),
+        })
+    }
+
+    /// The moments and step count as named tensors (`m.{i}`, `v.{i}`, `step`), for a
+    /// safetensors file next to the weights.
+    pub fn state(&self) -> Result<HashMap<String, Tensor>, GrpoError> {
+        let mut out = HashMap::new();
+        for (i, (m, v)) in self.m.iter().zip(&self.v).enumerate() {
+            out.insert(format!("m.{i}"), m.as_tensor().copy()?);
+            out.insert(format!("v.{i}"), v.as_tensor().copy()?);
+        }
+        out.insert("step".into(), Tensor::new(&[self.t as i64], &Device::Cpu)?);
+        Ok(out)
+    }
+
+    /// Restores what [`AdamW::state`] returned; every tensor must be present with its shape.
+    pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<(), GrpoError> {
+        let get = |k: &str| {
+            state
+                .get(k)
+                .ok_or_else(|| GrpoError::OptimState(format!("missing `{k}`")))
+        };
+        let step = get("step")?
+            .to_dtype(DType::I64)?
+            .flatten_all()?
+            .to_vec1::<i64>()?;
+        let step = *step
+            .first()
+            .filter(|s| **s >= 0)
+            .ok_or_else(|| GrpoError::OptimState("bad `step`".into()))?;
+        let expected = 2 * self.vars.len() + 1;
+        if state.len() != expected {
+            return Err(GrpoError::OptimState(format!(
+                "{} tensors for {} variables (expected {expected})",
+                state.len(),
+                self.vars.len()
+            )));
+        }
+        for (i, theta) in self.vars.iter().enumerate() {
+            for (name, slot) in [("m", &self.m[i]), ("v", &self.v[i])] {
+                let key = format!("{name}.{i}");
+                let t = get(&key)?;
+                if t.shape() != theta.shape() {
+                    return Err(GrpoError::OptimState(format!(
+                        "`{key}` has shape {:?}, the variable {:?}",
+                        t.shape(),
+                        theta.shape()
+                    )));
+                }
+                slot.set(&t.to_dtype(theta.dtype())?.to_device(theta.device())?)?;
+            }
+        }
+        self.t = step as u64;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_nn::Optimizer;
+
+    fn quad_loss(w: &Var) -> Tensor {
+        // sum((w - [1, -2, 3])^2 * [1, 2, 3])
+        let target = Tensor::new(&[1f32, -2., 3.], &Device::Cpu).unwrap();
+        let wts = Tensor::new(&[1f32, 2., 3.], &Device::Cpu).unwrap();
+        ((w.as_tensor() - target).unwrap().sqr().unwrap() * wts)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+    }
+
+    #[test]
+    fn matches_candle_nn_adamw_bit_for_bit() {
+        let init = Tensor::new(&[0.5f32, 0.1, -0.3], &Device::Cpu).unwrap();
+        let a = Var::from_tensor(&init).unwrap();
+        let b = Var::from_tensor(&init).unwrap();
+        let cfg = AdamWConfig {
+            schedule: LrSchedule::constant(0.05),
+            max_grad_norm: None,
+            ..Default::default()
+        };
+        let mut ours = AdamW::new(vec![a.clone()], cfg).unwrap();
+        let mut theirs = candle_nn::AdamW::new(
+            vec![b.clone()],
+            candle_nn::ParamsAdamW {
+                lr: 0.05,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for s in 0..5 {
+            ours.backward_step(&quad_loss(&a), s).unwrap();
+            theirs.backward_step(&quad_loss(&b)).unwrap();
+        }
+        let (x, y): (Vec<f32>, Vec<f32>) = (
+            a.as_tensor().to_vec1().unwrap(),
+            b.as_tensor().to_vec1().unwrap(),
+        );
+        assert_eq!(x, y);
+    }
+
+    #[test]
+    fn first_step_hand_computed_with_clipping() {
+        // w = [0, 0], loss = 3 w0 + 4 w1 → g = [3, 4], |g| = 5, clip to 1 → g' = [0.6, 0.8]
+        // (coef 1/(5+1e-6)). Adam step 1: m_hat = g', v_hat = g'^2 → update = lr·sign = 0.1
+        // each (eps negligible); wd 0 → w = [-0.1, -0.1].
+        let w = Var::from_tensor(&Tensor::new(&[0f32, 0.], &Device::Cpu).unwrap()).unwrap();
+        let cfg = AdamWConfig {
+            schedule: LrSchedule::constant(0.1),
+            weight_decay: 0.0,
+            max_grad_norm: Some(1.0),
+            ..Default::default()
+        };
+        let mut opt = AdamW::new(vec![w.clone()], cfg).unwrap();
+        let k = Tensor::new(&[3f32, 4.], &Device::Cpu).unwrap();
+        let loss = (w.as_tensor() * &k).unwrap().sum_all().unwrap();
+        let st = opt.backward_step(&loss, 0).unwrap();
+        assert!((st.grad_norm - 5.0).abs() < 1e-9);
+        assert!(st.clipped);
+        let got: Vec<f32> = w.as_tensor().to_vec1().unwrap();
+        for x in got {
+            assert!((x + 0.1).abs() < 1e-6, "{x}");
+        }
+    }
+
+    #[test]
+    fn schedules() {
+        let s = LrSchedule {
+            lr: 1.0,
+            warmup_steps: 4,
+            total_steps: 14,
+            kind: ScheduleKind::Cosine,
+            min_lr_ratio: 0.1,
+        };
+        // warm-up: 0.25, 0.5, 0.75, 1.0
+        assert_eq!(s.lr_at(0), 0.25);
+        assert_eq!(s.lr_at(3), 1.0);
+        assert!((s.lr_at(4) - 1.0).abs() < 1e-12);
+        // half-way (t = 9): 0.1 + 0.9·0.5 = 0.55
+        assert!((s.lr_at(9) - 0.55).abs() < 1e-12);
+        // end and beyond: 0.1
+        assert!((s.lr_at(14) - 0.1).abs() < 1e-12);
+        assert!((s.lr_at(100) - 0.1).abs() < 1e-12);
+        let c = LrSchedule {
+            kind: ScheduleKind::Constant,
+            ..s
+        };
+        assert_eq!(c.lr_at(50), 1.0);
+    }
+
+    #[test]
+    fn non_finite_gradient_updates_nothing() {
+        let w = Var::from_tensor(&Tensor::new(&[1f32, 2.], &Device::Cpu).unwrap()).unwrap();
+        let u = Var::from_tensor(&Tensor::new(&[0f32], &Device::Cpu).unwrap()).unwrap();
+        let mut opt = AdamW::new(vec![u.clone(), w.clone()], AdamWConfig::default()).unwrap();
+        // u has a fine gradient, w's is NaN (sqrt of negative via w - 5): the step must fail
+        // before u moves.
+        let loss = (u.as_tensor().sum_all().unwrap()
+            + (w.as_tensor() - 5.0)
+                .unwrap()
+                .sqrt()
+                .unwrap()
+                .sum_all()
+                .unwrap())
+        .unwrap();
+        let lossv = loss.to_scalar::<f32>().unwrap();
+        assert!(lossv.is_nan());
+        let err = opt.backward_step(&loss, 7).unwrap_err();
+        assert!(err.to_string().contains("step 7"), "{err}");
+        // finite loss but infinite gradient: d/dw sqrt(w) at 0 = inf
+        let z = Var::from_tensor(&Tensor::new(&[0f32], &Device::Cpu).unwrap()).unwrap();
+        let mut opt2 = AdamW::new(vec![u.clone(), z.clone()], AdamWConfig::default()).unwrap();
+        let loss = (u.as_tensor().sum_all().unwrap()
+            + z.as_tensor().sqrt().unwrap().sum_all().unwrap())
+        .unwrap();
+        let err = opt2.backward_step(&loss, 9).unwrap_err();
+        assert!(matches!(err, GrpoError::NonFinite { step: 9, .. }), "{err}");
+        assert_eq!(u.as_tensor().to_vec1::<f32>().unwrap(), vec![0.0]);
+        assert_eq!(opt2.steps(), 0);
+    }
+
+    #[test]
+    fn state_round_trip_resumes_bit_identically() {
+        let init = Tensor::new(&[0.5f32, 0.1, -0.3], &Device::Cpu).unwrap();
+        let cfg = AdamWConfig {
+            schedule: LrSchedule::constant(0.05),
+            ..Default::default()
+        };
+        let a = Var::from_tensor(&init).unwrap();
+        let mut full = AdamW::new(vec![a.clone()], cfg).unwrap();
+        for s in 0..6 {
+            full.backward_step(&quad_loss(&a), s).unwrap();
+        }
+        let b = Var::from_tensor(&init).unwrap();
+        let mut first = AdamW::new(vec![b.clone()], cfg).unwrap();
+        for s in 0..3 {
+            first.backward_step(&quad_loss(&b), s).unwrap();
+        }
+        let state = first.state().unwrap();
+        let c = Var::from_tensor(b.as_tensor()).unwrap();
+        let mut resumed = AdamW::new(vec![c.clone()], cfg).unwrap();
+        resumed.load_state(&state).unwrap();
+        assert_eq!(resumed.steps(), 3);
+        for s in 3..6 {
+            resumed.backward_step(&quad_loss(&c), s).unwrap();
+        }
+        assert_eq!(
+            a.as_tensor().to_vec1::<f32>().unwrap(),
+            c.as_tensor().to_vec1::<f32>().unwrap()
+        );
+        let mut bad = state.clone();
+        bad.remove("v.0");
+        assert!(resumed.load_state(&bad).is_err());
+    }
+}

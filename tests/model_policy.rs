@@ -1,0 +1,265 @@
+//! Policy behaviour: gradient flow, KV cache vs full forward, sampling determinism, freezing.
+
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use curric::model::{Policy, PolicyInput, PolicyModel, SamplingParams};
+use image::{Rgb, RgbImage};
+
+fn image(seed: u8) -> Arc<RgbImage> {
+    Arc::new(RgbImage::from_fn(48, 48, |x, y| {
+        let v = (x as u8)
+            .wrapping_mul(5)
+            .wrapping_add((y as u8).wrapping_mul(3))
+            ^ seed;
+        Rgb([v, v.wrapping_add(80), 255 - v])
+    }))
+}
+
+fn inputs() -> Vec<PolicyInput> {
+    vec![
+        PolicyInput {
+            image: Some(image(1)),
+            prompt: "<image> How many red circles are there?".into(),
+        },
+        PolicyInput {
+            image: None,
+            prompt: "What is 3 + 4?".into(),
+        },
+        PolicyInput {
+            image: Some(image(7)),
+            prompt: "Is the blue square left of the star? Answer yes or no.".into(),
+        },
+    ]
+}
+
+fn policy() -> Policy {
+    Policy::tiny("nano", 7, &Device::Cpu).unwrap()
+}
+
+fn completions(p: &Policy) -> Vec<Vec<u32>> {
+    let eos = p.eos_token();
+    let mut a = p.encode("<think> 2 + 1 = 3 </think> \\boxed{3}").unwrap();
+    a.push(eos);
+    let b = p.encode("\\boxed{7}").unwrap();
+    let mut c = p.encode("<think> left </think> \\boxed{yes}").unwrap();
+    c.push(eos);
+    vec![a, b, c]
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// A policy-gradient-shaped loss; every parameter must get a gradient from it.
+fn assert_all_grads(p: &Policy) {
+    let comps = completions(p);
+    let lp = p.logprobs(&inputs(), &comps).unwrap();
+    let loss = ((lp.logp * &lp.mask).unwrap().sum_all().unwrap()
+        / lp.mask.sum_all().unwrap().to_scalar::<f32>().unwrap() as f64)
+        .unwrap()
+        .neg()
+        .unwrap();
+    let grads = loss.backward().unwrap();
+    let names = p.named_trainable_vars();
+    assert!(!names.is_empty());
+    for (name, var) in names {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let s = g
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(s > 0.0 && s.is_finite(), "zero gradient for {name}");
+    }
+}
+
+#[test]
+fn every_variable_gets_a_gradient() {
+    let p = policy();
+    let names: Vec<String> = p
+        .named_trainable_vars()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("visual.")));
+    assert!(names.iter().any(|n| n.starts_with("projector.")));
+    assert!(names.contains(&"model.layers.0.self_attn.k_proj.bias".to_string()));
+    assert_all_grads(&p);
+}
+
+#[test]
+fn frozen_vision_tower_is_excluded_and_the_rest_trains() {
+    let mut p = policy();
+    let all = p.trainable_vars().len();
+    p.set_frozen(&["visual".to_string()]);
+    let names: Vec<String> = p
+        .named_trainable_vars()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with("visual.")));
+    assert!(names.iter().any(|n| n.starts_with("projector.")));
+    assert!(names.len() < all);
+    assert_all_grads(&p);
+}
+
+#[test]
+fn kv_cache_decoding_matches_full_forward() {
+    let p = policy();
+    let inp = inputs();
+    // Equal-length completions, so every position is comparable; prompts differ in length.
+    let comps: Vec<Vec<u32>> = completions(&p)
+        .into_iter()
+        .map(|c| c[..4].to_vec())
+        .collect();
+    let (full, _) = p.completion_logits(&inp, &comps).unwrap();
+    let cached = p.cached_completion_logits(&inp, &comps).unwrap();
+    assert_eq!(full.dims(), cached.dims());
+    let d = max_abs_diff(&full, &cached);
+    assert!(d <= 1e-4, "max abs diff {d}");
+}
+
+#[test]
+fn generation_with_and_without_cache_agree() {
+    let p = policy();
+    let params = SamplingParams {
+        temperature: 1.0,
+        top_p: 0.9,
+        max_new_tokens: 8,
+    };
+    let seeds = [1, 2, 3];
+    let a = p.sample(&inputs(), &params, &seeds, true).unwrap();
+    let b = p.sample(&inputs(), &params, &seeds, false).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn greedy_is_deterministic_and_sampling_is_seeded() {
+    let p = policy();
+    let greedy = SamplingParams {
+        temperature: 0.0,
+        top_p: 1.0,
+        max_new_tokens: 6,
+    };
+    let g1 = p.generate(&inputs(), &greedy, &[1, 2, 3]).unwrap();
+    let g2 = p.generate(&inputs(), &greedy, &[9, 9, 9]).unwrap();
+    assert_eq!(g1, g2, "greedy ignores seeds");
+    for c in &g1 {
+        assert!(c.tokens.len() <= 6);
+        assert_eq!(c.truncated, c.tokens.last() != Some(&p.eos_token()));
+    }
+    let hot = SamplingParams {
+        temperature: 1.5,
+        top_p: 1.0,
+        max_new_tokens: 10,
+    };
+    let s1 = p.generate(&inputs(), &hot, &[11, 12, 13]).unwrap();
+    let s2 = p.generate(&inputs(), &hot, &[11, 12, 13]).unwrap();
+    assert_eq!(s1, s2);
+    let s3 = p.generate(&inputs(), &hot, &[21, 22, 23]).unwrap();
+    assert_ne!(s1, s3, "different seeds should give different samples");
+    // A row's sample depends on its own input and seed, not on the rest of the batch.
+    let alone = p.generate(&inputs()[2..], &hot, &[13]).unwrap();
+    assert_eq!(alone[0], s1[2]);
+}
+
+#[test]
+fn logprobs_are_right_padded_and_masked() {
+    let p = policy();
+    let comps = completions(&p);
+    let lp = p.logprobs(&inputs(), &comps).unwrap();
+    let c = comps.iter().map(Vec::len).max().unwrap();
+    assert_eq!(lp.logp.dims(), &[3, c]);
+    let mask: Vec<Vec<f32>> = lp.mask.to_vec2().unwrap();
+    let logp: Vec<Vec<f32>> = lp.logp.to_vec2().unwrap();
+    let ent: Vec<Vec<f32>> = lp.entropy.to_vec2().unwrap();
+    let v = p.config().decoder.vocab_size as f32;
+    for (r, comp) in comps.iter().enumerate() {
+        for j in 0..c {
+            assert_eq!(mask[r][j], if j < comp.len() { 1.0 } else { 0.0 });
+            if j < comp.len() {
+                assert!(logp[r][j] < 0.0);
+                // A near-uniform fresh model: entropy close to ln(V).
+                assert!(ent[r][j] > 0.5 * v.ln() && ent[r][j] <= v.ln() + 1e-3);
+            } else {
+                assert_eq!(logp[r][j], 0.0);
+                assert_eq!(ent[r][j], 0.0);
+            }
+        }
+    }
+    // Scoring a row alone gives the same numbers as in the batch.
+    let one = p.logprobs(&inputs()[1..2], &comps[1..2]).unwrap();
+    let row: Vec<f32> = one.logp.to_vec2::<f32>().unwrap().remove(0);
+    for (j, x) in row.iter().enumerate() {
+        assert!((x - logp[1][j]).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn frozen_copy_is_detached_and_untrainable() {
+    let p = policy();
+    let r = p.frozen_copy().unwrap();
+    assert!(r.trainable_vars().is_empty());
+    let comps = completions(&p);
+    let a = p.logprobs(&inputs(), &comps).unwrap().logp;
+    let b = r.logprobs(&inputs(), &comps).unwrap().logp;
+    assert_eq!(max_abs_diff(&a, &b), 0.0);
+    // Training the policy does not move the reference.
+    let v = &p.trainable_vars()[0];
+    v.set(&(v.as_tensor() + 1.0).unwrap()).unwrap();
+    let b2 = r.logprobs(&inputs(), &comps).unwrap().logp;
+    assert_eq!(max_abs_diff(&b, &b2), 0.0);
+}
+
+#[test]
+fn seeded_init_is_reproducible() {
+    let a = Policy::tiny("nano", 3, &Device::Cpu).unwrap();
+    let b = Policy::tiny("nano", 3, &Device::Cpu).unwrap();
+    let c = Policy::tiny("nano", 4, &Device::Cpu).unwrap();
+    let w = |p: &Policy| {
+        let vars = p.named_vars();
+        let (_, v) = vars
+            .iter()
+            .find(|(n, _)| n == "model.embed_tokens.weight")
+            .unwrap();
+        v.as_tensor().clone()
+    };
+    assert_eq!(max_abs_diff(&w(&a), &w(&b)), 0.0);
+    assert!(max_abs_diff(&w(&a), &w(&c)) > 0.0);
+}
+
+#[test]
+fn image_without_vision_tower_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy();
+    let mut cfg = p.config().clone();
+    cfg.vision = None;
+    let text = Policy::random(cfg, p.tokenizer().clone(), 1, &Device::Cpu).unwrap();
+    text.save(dir.path()).unwrap();
+    let err = text.logprobs(&inputs(), &completions(&p)).unwrap_err();
+    assert!(err.to_string().contains("no vision tower"), "{err}");
+}
+
+#[test]
+fn device_helper() {
+    assert!(matches!(curric::model::device("cpu"), Ok(Device::Cpu)));
+    assert!(curric::model::device("tpu").is_err());
+    if !cfg!(feature = "cuda") {
+        let e = curric::model::device("cuda:0").unwrap_err().to_string();
+        assert!(e.contains("cuda` feature"), "{e}");
+    }
+}
