@@ -9,12 +9,14 @@
 //! - [`progress`]: progress bars and interrupt handling; [`report`]: `curric report`.
 
 pub mod checkpoint;
+pub mod cli;
 pub mod driver;
 pub mod error;
 pub mod eval;
 pub mod fingerprint;
 pub mod manifest;
 pub mod metrics;
+pub mod phases;
 pub mod progress;
 pub mod report;
 pub mod rundir;
