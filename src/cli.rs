@@ -1,5 +1,6 @@
 //! The `curric` command line: parses arguments and maps each layer's result to an exit code.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +18,22 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Check a curriculum and report every problem at once (exit 1 on errors).
+    Check {
+        /// The `.curr` file.
+        file: PathBuf,
+    },
+    /// Compile a curriculum to its phase DAG and print it (a table by default).
+    Plan {
+        /// The `.curr` file.
+        file: PathBuf,
+        /// Print Graphviz DOT instead of the table.
+        #[arg(long, conflicts_with = "json")]
+        dot: bool,
+        /// Print the plan as JSON (the executor's input).
+        #[arg(long)]
+        json: bool,
+    },
     /// Look at or export the built-in "shapes" suite.
     #[command(subcommand)]
     Data(crate::data::cli::DataCommand),
@@ -27,6 +44,15 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Check { file } => crate::check::run_check(&file),
+        Command::Plan { file, dot, json } => {
+            let format = match (dot, json) {
+                (true, _) => crate::plan::Format::Dot,
+                (_, true) => crate::plan::Format::Json,
+                _ => crate::plan::Format::Table,
+            };
+            crate::plan::run_plan(&file, format)
+        }
         Command::Data(cmd) => crate::data::cli::run(cmd),
         Command::Report(args) => crate::exec::cli::report(args),
     }

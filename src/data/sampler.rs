@@ -304,7 +304,7 @@ pub struct SourceProgress {
 /// Pools in spec order, and per pool the indices its filter keeps.
 type Prepared = (Vec<Vec<Sample>>, Vec<Vec<usize>>);
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Sampler {
     spec: SamplerSpec,
     pools: Vec<Vec<Sample>>,
@@ -510,7 +510,8 @@ impl Sampler {
         &self.pools[d.source][d.index]
     }
 
-    /// Mean reward of the last step's prompts, for adaptive orders (AdaRFT); others ignore it.
+    /// Mean reward (on a 0–1 scale, like `beta`) of the last step's prompts, for adaptive
+    /// orders (AdaRFT); other orders ignore it.
     pub fn feedback(&mut self, mean_reward: f64) {
         for (src, cur) in self.spec.sources.iter().zip(&mut self.state.sources) {
             if let (
