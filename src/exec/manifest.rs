@@ -53,6 +53,10 @@ pub struct PhaseRecord {
     pub fingerprint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts: Option<FingerprintParts>,
+    /// The fingerprint of the attempt in progress: a rerun resumes its checkpoints only when
+    /// the phase's fingerprint still equals it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,6 +83,7 @@ impl PhaseRecord {
             status: PhaseStatus::Pending,
             fingerprint: None,
             parts: None,
+            attempt: None,
             started: None,
             ended: None,
             stop_reason: None,

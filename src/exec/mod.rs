@@ -20,6 +20,7 @@ pub mod phases;
 pub mod progress;
 pub mod report;
 pub mod rundir;
+pub mod runner;
 pub mod stop;
 pub mod tfevents;
 
