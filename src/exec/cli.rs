@@ -81,6 +81,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         checkpoint_every: args.checkpoint_every,
         keep: args.keep.max(1),
         crash_after: args.stop_after_steps,
+        crash_phase: None,
     };
     let flag = super::progress::interrupt_flag();
     let t0 = std::time::Instant::now();

@@ -61,8 +61,8 @@ pub struct DriveOptions<'a> {
     pub global_step_start: u64,
     /// Continue from the phase's last good checkpoint (false: start over, old ones removed).
     pub resume: bool,
-    /// Test hook: return as if killed once this many steps of the phase are done, without a
-    /// checkpoint beyond the periodic ones.
+    /// Test hook: return as if killed once this many steps of the phase are done (counting
+    /// only steps run by this call), without a checkpoint beyond the periodic ones.
     pub crash_after: Option<u64>,
     pub interrupt: &'a AtomicBool,
     pub progress: Option<&'a PhaseProgress>,
@@ -134,6 +134,7 @@ pub fn drive(
     )?;
     let mut last_ckpt = loaded.as_ref().map(|l| (l.state.step, l.dir.clone()));
     let started = Instant::now();
+    let first_step = step;
     let save = |trainer: &dyn PhaseTrainer,
                 step: u64,
                 samples: u64,
@@ -210,7 +211,7 @@ pub fn drive(
         if opts.checkpoint_every > 0 && step % opts.checkpoint_every == 0 {
             last_ckpt = Some((step, save(trainer, step, samples, &stop_state, None)?));
         }
-        if opts.crash_after == Some(step) {
+        if opts.crash_after == Some(step) && first_step < step {
             return Ok(PhaseEnd::Crashed { step });
         }
     }

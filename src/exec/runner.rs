@@ -53,8 +53,10 @@ pub struct RunOptions {
     pub quiet: bool,
     pub checkpoint_every: u64,
     pub keep: usize,
-    /// Test hook: behave as if killed after this many steps of the first phase that runs.
+    /// Test hook: behave as if killed after this many steps of a phase: the one named by
+    /// `crash_phase`, or else the first phase that runs.
     pub crash_after: Option<u64>,
+    pub crash_phase: Option<String>,
 }
 
 /// What happened to each phase.
@@ -834,10 +836,10 @@ fn execute(
             keep: ctx.opts.keep,
             global_step_start: global,
             resume,
-            crash_after: if first_run {
-                ctx.opts.crash_after
-            } else {
-                None
+            crash_after: match &ctx.opts.crash_phase {
+                Some(id) if *id == p.id => ctx.opts.crash_after,
+                None if first_run => ctx.opts.crash_after,
+                _ => None,
             },
             interrupt: ctx.interrupt,
             progress: Some(&progress),
