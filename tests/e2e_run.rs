@@ -168,6 +168,9 @@ fn run_dir_skip_and_invalidation() {
         .unwrap()
         .unwrap();
     assert_eq!(eval.n, 2);
+    let answered = std::fs::read_to_string(dir.path().join("phases/final/samples.jsonl")).unwrap();
+    assert_eq!(answered.lines().count(), 2);
+    assert!(answered.contains("\"completion\""));
     assert_eq!(eval.global_step, 8);
 
     // Rerun: nothing executes, nothing is rewritten.

@@ -47,11 +47,18 @@ pub const NO_LEVEL: &str = "-";
 
 impl EvalResult {
     pub fn from_outcomes(phase: &str, global_step: u64, outcomes: &[Outcome]) -> Self {
-        let mut cells: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
+        // Keyed by level rank so that cells read easy → medium → hard.
+        let mut cells: BTreeMap<(String, usize, String), (usize, usize)> = BTreeMap::new();
         let mut caps: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         for o in outcomes {
             let level = o.level.clone().unwrap_or_else(|| NO_LEVEL.into());
-            let c = cells.entry((o.capability.clone(), level)).or_default();
+            let rank = ["easy", "medium", "hard"]
+                .iter()
+                .position(|l| *l == level)
+                .unwrap_or(3);
+            let c = cells
+                .entry((o.capability.clone(), rank, level))
+                .or_default();
             c.0 += 1;
             c.1 += o.correct as usize;
             let c = caps.entry(o.capability.clone()).or_default();
@@ -74,7 +81,7 @@ impl EvalResult {
                 .collect(),
             cells: cells
                 .into_iter()
-                .map(|((capability, level), (n, c))| EvalCell {
+                .map(|((capability, _, level), (n, c))| EvalCell {
                     capability,
                     level,
                     n,
@@ -142,17 +149,18 @@ mod tests {
             "eval0",
             40,
             &[
-                o("perception", "easy", true, 10),
-                o("perception", "easy", true, 12),
                 o("perception", "hard", false, 20),
+                o("perception", "easy", true, 10),
+                o("perception", "medium", true, 4),
+                o("perception", "easy", true, 12),
                 o("visual_reasoning", "easy", false, 6),
                 o("visual_reasoning", "easy", true, 2),
             ],
         );
-        // 3 of 5 correct; lengths sum 50 → 10 per response.
-        assert_eq!(r.overall, 0.6);
-        assert_eq!(r.mean_response_len, 10.0);
-        assert!((r.by_capability["perception"] - 2.0 / 3.0).abs() < 1e-12);
+        // 4 of 6 correct; lengths sum 54 → 9 per response.
+        assert!((r.overall - 4.0 / 6.0).abs() < 1e-12);
+        assert_eq!(r.mean_response_len, 9.0);
+        assert_eq!(r.by_capability["perception"], 0.75);
         assert_eq!(r.by_capability["visual_reasoning"], 0.5);
         let cells: Vec<_> = r
             .cells
@@ -163,12 +171,13 @@ mod tests {
             cells,
             vec![
                 ("perception", "easy", 2, 1.0),
+                ("perception", "medium", 1, 1.0),
                 ("perception", "hard", 1, 0.0),
                 ("visual_reasoning", "easy", 2, 0.5)
             ]
         );
         let m = r.as_metrics();
-        assert_eq!(m["eval/overall"], 0.6);
+        assert!((m["eval/overall"] - 4.0 / 6.0).abs() < 1e-12);
         assert_eq!(m["eval/perception/hard"], 0.0);
 
         let dir = tempfile::tempdir().unwrap();

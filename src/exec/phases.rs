@@ -129,8 +129,22 @@ impl EvalSet {
         ctx: SeedCtx,
         global_step: u64,
     ) -> Result<EvalResult> {
+        Ok(self
+            .run_with_completions(phase, policy, ctx, global_step)?
+            .0)
+    }
+
+    /// The result and, per sample, a JSON record of what the policy answered.
+    pub fn run_with_completions(
+        &self,
+        phase: &str,
+        policy: &Policy,
+        ctx: SeedCtx,
+        global_step: u64,
+    ) -> Result<(EvalResult, Vec<serde_json::Value>)> {
         let acc = self.rewards.labels().iter().position(|l| l == "accuracy");
         let mut outcomes = Vec::with_capacity(self.samples.len());
+        let mut records = Vec::with_capacity(self.samples.len());
         // Chunks bound the batch's memory; greedy decoding makes the result independent of them.
         for chunk in self.samples.chunks(32) {
             let (groups, _) = greedy_eval(policy, chunk, self.max_new_tokens, &self.rewards, ctx)
@@ -140,6 +154,14 @@ impl EvalSet {
                     Some(i) => g.terms[0].get(i).copied().unwrap_or(0.0) >= 0.5,
                     None => g.rewards[0] >= 0.5,
                 };
+                records.push(serde_json::json!({
+                    "id": g.sample.id,
+                    "problem": g.sample.problem,
+                    "answer": g.sample.answer,
+                    "completion": g.completions[0].text,
+                    "reward": g.rewards[0],
+                    "correct": correct,
+                }));
                 outcomes.push(Outcome {
                     capability: g.sample.capability.to_string(),
                     level: g.sample.difficulty.map(|l| l.to_string()),
@@ -148,7 +170,10 @@ impl EvalSet {
                 });
             }
         }
-        Ok(EvalResult::from_outcomes(phase, global_step, &outcomes))
+        Ok((
+            EvalResult::from_outcomes(phase, global_step, &outcomes),
+            records,
+        ))
     }
 }
 

@@ -247,10 +247,16 @@ pub fn eval_table(evals: &[EvalResult]) -> String {
     if evals.is_empty() {
         return "no eval results yet\n".to_string();
     }
-    let mut rows: BTreeMap<(String, String), Vec<Option<f64>>> = BTreeMap::new();
+    let rank = |l: &str| {
+        ["easy", "medium", "hard"]
+            .iter()
+            .position(|x| *x == l)
+            .unwrap_or(3)
+    };
+    let mut rows: BTreeMap<(String, usize, String), Vec<Option<f64>>> = BTreeMap::new();
     for (i, e) in evals.iter().enumerate() {
         for c in &e.cells {
-            rows.entry((c.capability.clone(), c.level.clone()))
+            rows.entry((c.capability.clone(), rank(&c.level), c.level.clone()))
                 .or_insert_with(|| vec![None; evals.len()])[i] = Some(c.accuracy);
         }
     }
@@ -262,7 +268,7 @@ pub fn eval_table(evals: &[EvalResult]) -> String {
             .map(|e| format!("{} @{}", e.phase, e.global_step)),
     );
     table.push(header);
-    for ((cap, level), vals) in rows {
+    for ((cap, _, level), vals) in rows {
         let mut row = vec![cap, level];
         row.extend(vals.iter().map(|v| {
             v.map(|v| format!("{:.1}%", v * 100.0))

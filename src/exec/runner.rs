@@ -911,8 +911,15 @@ fn eval_phase(
         max_new_tokens: e.max_new_tokens as usize,
     };
     let t0 = Instant::now();
-    let result: EvalResult = set.run(&p.id, &policy, seed_ctx, global)?;
+    let (result, records): (EvalResult, _) =
+        set.run_with_completions(&p.id, &policy, seed_ctx, global)?;
     result.save(&ctx.rd.eval(&p.id))?;
+    let mut lines = String::new();
+    for r in &records {
+        lines.push_str(&r.to_string());
+        lines.push('\n');
+    }
+    write_atomic(&ctx.rd.samples(&p.id), lines.as_bytes())?;
     let reason = format!(
         "{} evaluated {} held-out samples: accuracy {:.1}%, mean length {:.1} ({:.1}s)",
         p.id,
