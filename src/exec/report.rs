@@ -74,11 +74,12 @@ fn transition_line(p: &PhaseRecord) -> String {
     format!("{} ({}) [{}] {}: {}", p.id, p.kind, p.status, when, what)
 }
 
-/// Phase starts along the global-step axis, from the manifest.
+/// Phase starts along the global-step axis, from the manifest. Eval phases take no steps
+/// (their results are points on the accuracy chart), so they mark no boundary.
 pub fn boundaries(data: &ReportData) -> Vec<Boundary> {
     data.phases
         .iter()
-        .filter(|p| p.started.is_some())
+        .filter(|p| p.started.is_some() && p.kind != "eval")
         .map(|p| Boundary {
             global_step: p.global_step_start,
             label: p.id.clone(),
@@ -542,7 +543,7 @@ mod tests {
             assert!(html.contains(f), "{f} missing from html");
             let svg = std::fs::read_to_string(report.join(f)).unwrap();
             assert!(svg.starts_with("<svg"), "{f}");
-            // Boundary labels for the phases (eval phases start where the grpo one does).
+            // Boundary labels for the training phases.
             assert!(
                 svg.contains("perception") && svg.contains("warmup"),
                 "{f} lacks boundary labels"
