@@ -47,6 +47,16 @@ stage rl {{
   stop       = steps(5)
 }}
 
+// A second arm from the same warm-up: it reads the warm-up's checkpoint too.
+stage arm {{
+  kind         = eval
+  after        = warmup
+  capabilities = [perception]
+  levels       = [hard]
+  n            = 2
+  max_new_tokens = 6
+}}
+
 stage final {{
   kind         = eval
   after        = rl
@@ -105,7 +115,7 @@ fn run_dir_skip_and_invalidation() {
     let plan = plan_of(&curriculum("1e-3"));
     let o = opts(dir.path());
     let first = run(&plan, &o);
-    assert_eq!(ran(&first), ["warmup", "rl", "final"]);
+    assert_eq!(ran(&first), ["warmup", "rl", "arm", "final"]);
 
     let m = Manifest::load(&dir.path().join("manifest.toml"))
         .unwrap()
@@ -189,6 +199,7 @@ fn run_dir_skip_and_invalidation() {
     assert_eq!(st["warmup"], "fresh");
     assert_eq!(st["rl"], "dirty: spec changed");
     assert_eq!(st["final"], "dirty: parent rl re-runs");
+    assert_eq!(st["arm"], "fresh");
     let third = run(&edited, &o);
     assert_eq!(ran(&third), ["rl", "final"]);
     assert!(matches!(&third[0], PhaseOutcome::Skipped { id } if id == "warmup"));
@@ -216,7 +227,7 @@ fn kill_and_resume_gives_identical_weights_even_past_a_corrupt_checkpoint() {
         .unwrap();
     assert_eq!(m.get("rl").unwrap().status, PhaseStatus::Running);
     let out = run(&plan, &opts(resumed.path()));
-    assert_eq!(ran(&out), ["rl", "final"]);
+    assert_eq!(ran(&out), ["rl", "arm", "final"]);
     assert_eq!(
         final_weights(resumed.path(), "rl"),
         reference,
@@ -242,7 +253,7 @@ fn kill_and_resume_gives_identical_weights_even_past_a_corrupt_checkpoint() {
     f.set_len(100).unwrap();
     drop(f);
     let out = run(&plan, &opts(corrupt.path()));
-    assert_eq!(ran(&out), ["rl", "final"]);
+    assert_eq!(ran(&out), ["rl", "arm", "final"]);
     assert_eq!(
         final_weights(corrupt.path(), "rl"),
         reference,
