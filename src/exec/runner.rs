@@ -947,3 +947,76 @@ fn eval_phase(
         checkpoint,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_stop_trees_map_onto_the_evaluator() {
+        let plan = Stop::Any {
+            any: vec![
+                Stop::Steps { n: 200 },
+                Stop::All {
+                    all: vec![
+                        Stop::MinSteps { n: 50 },
+                        Stop::Plateau {
+                            window: 30,
+                            delta: 0.005,
+                        },
+                    ],
+                },
+                Stop::Eval {
+                    threshold: 0.8,
+                    every: 10,
+                    n: 4,
+                },
+            ],
+        };
+        let c = stop_cond(&plan);
+        assert_eq!(
+            c.to_string(),
+            "steps(200) or (min_steps(50) and plateau(reward, 30, 0.005)) or eval(eval/overall >= 0.8 every 10)"
+        );
+        assert_eq!(c.max_steps(), Some(200));
+        assert!(c.eval_due(20) && !c.eval_due(21));
+        assert_eq!(eval_n(&plan), Some(4));
+        assert_eq!(
+            stop_cond(&Stop::Time { seconds: 90 }),
+            StopCond::WallTime { seconds: 90.0 }
+        );
+        assert_eq!(
+            stop_cond(&Stop::InformativeBelow {
+                fraction: 0.2,
+                window: 5
+            })
+            .to_string(),
+            "informative_below(0.2, 5)"
+        );
+    }
+
+    #[test]
+    fn fingerprints_ignore_plan_position_but_not_settings() {
+        let text = |extra: &str| {
+            format!(
+                "name = \"t\"\nseed = 1\nmodel = tiny_vlm(nano)\ndevice = cpu\n\
+                 source s {{ suite = perception n = 4 }}\n{extra}\
+                 stage a {{ kind = sft mix = s stop = steps(2) }}\n"
+            )
+        };
+        let plan = |t: &str| {
+            let c = crate::check::check_str(t, "t.curr", None)
+                .curriculum
+                .unwrap();
+            crate::plan::plan(&c).unwrap()
+        };
+        let base = plan(&text(""));
+        // An eval stage declared before `a` moves a's index but not its spec.
+        let moved = plan(&text("stage e { kind = eval n = 1 }\n"));
+        let a = |p: &Plan| phase_spec(p.phase("a").unwrap());
+        assert_eq!(a(&base), a(&moved));
+        assert!(a(&base).get("index").is_none());
+        let other = plan(&text("").replace("steps(2)", "steps(3)"));
+        assert_ne!(a(&base), a(&other));
+    }
+}
