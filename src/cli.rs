@@ -33,10 +33,17 @@ pub enum Command {
         /// Print the plan as JSON (the executor's input).
         #[arg(long)]
         json: bool,
+        /// Mark each phase fresh or dirty (and why) against this run directory.
+        #[arg(long, conflicts_with_all = ["dot", "json"])]
+        run_dir: Option<PathBuf>,
     },
     /// Look at or export the built-in "shapes" suite.
     #[command(subcommand)]
     Data(crate::data::cli::DataCommand),
+    /// Execute a curriculum: every phase not already fresh in the run directory.
+    Run(crate::exec::cli::RunArgs),
+    /// Write the HTML report of a run directory and print its eval table.
+    Report(crate::exec::cli::ReportArgs),
     /// Measure rollout and update speed of the built-in model presets.
     Bench(crate::bench::BenchArgs),
 }
@@ -45,7 +52,14 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { file } => crate::check::run_check(&file),
-        Command::Plan { file, dot, json } => {
+        Command::Plan {
+            file,
+            run_dir: Some(dir),
+            ..
+        } => crate::exec::cli::plan_status(&file, &dir),
+        Command::Plan {
+            file, dot, json, ..
+        } => {
             let format = match (dot, json) {
                 (true, _) => crate::plan::Format::Dot,
                 (_, true) => crate::plan::Format::Json,
@@ -54,6 +68,8 @@ pub fn main() -> ExitCode {
             crate::plan::run_plan(&file, format)
         }
         Command::Data(cmd) => crate::data::cli::run(cmd),
+        Command::Run(args) => crate::exec::cli::run(args),
+        Command::Report(args) => crate::exec::cli::report(args),
         Command::Bench(args) => crate::bench::run_cli(args),
     }
 }

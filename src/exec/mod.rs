@@ -1,1 +1,27 @@
-//! (filled in by its layer)
+//! The executor: the only layer that touches disk or device. It turns a plan into training:
+//! phases run in topological order, each checkpointed, fingerprinted and logged in a run
+//! directory, so that a rerun skips what is fresh and a killed run resumes where it stopped.
+//!
+//! - [`rundir`]: the layout and atomic writes; [`manifest`]: `manifest.toml`;
+//! - [`fingerprint`]: fresh or dirty, and why; [`checkpoint`]: verified, atomic checkpoints;
+//! - [`stop`]: stop conditions as a pure evaluator; [`metrics`] and [`tfevents`]: logs;
+//! - [`driver`]: the step loop shared by every phase kind (stop, checkpoint, resume, Ctrl-C);
+//! - [`progress`]: progress bars and interrupt handling; [`report`]: `curric report`.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod driver;
+pub mod error;
+pub mod eval;
+pub mod fingerprint;
+pub mod manifest;
+pub mod metrics;
+pub mod phases;
+pub mod progress;
+pub mod report;
+pub mod rundir;
+pub mod runner;
+pub mod stop;
+pub mod tfevents;
+
+pub use error::{ExecError, Result};

@@ -1,0 +1,1022 @@
+//! `curric run`: the plan's phases in topological order, read top to bottom.
+//!
+//! For each phase: skip it when its fingerprint is fresh; otherwise build the policy (from
+//! its first parent's final checkpoint, or the plan's model), the reference (β > 0: the
+//! phase's start weights, or the parent's reference when the hand-off keeps it), the sampler
+//! over its sources, mix and order (with the pass-rate table handed over), the reward set and
+//! the optimiser (restoring the parent's moments when the hand-off keeps them); then step
+//! until the stop condition holds, checkpointing every N steps and at the end, and record
+//! why it stopped. Phases are keyed by id, so every child of a phase reads the same final
+//! checkpoint: two ablation arms from one warm-up share it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use candle_core::Device;
+use serde_json::Value;
+
+use super::checkpoint::{self, CheckpointState};
+use super::driver::{drive, DriveOptions, PhaseEnd};
+use super::error::{ExecError, Result};
+use super::eval::EvalResult;
+use super::fingerprint::{assess, DataSource, Freshness, PhaseInput};
+use super::manifest::{Manifest, PhaseStatus};
+use super::phases::{Data, EvalSet, GrpoTrainer, ProbeTrainer, SftTrainer};
+use super::progress::PhaseProgress;
+use super::rundir::{write_atomic, RunDir};
+use super::stop::StopCond;
+use crate::check::{
+    AdvantageScaling, Carry, Filters, KlEstimator as PlanKl, LevelSource, LossAgg as PlanAgg,
+    LrSchedule as PlanLr, ModelSpec, Optim, Order, PhaseKind, Schedule, SourceKind, Stop,
+};
+use crate::data::{
+    suite, DifficultyKey, FilterSpec, Level, LevelBands, MixSpec, OrderSpec, PassRateTable, Sample,
+    SamplerSpec, ScheduleSpec, SourceSpec,
+};
+use crate::grpo::{
+    AdamW, AdamWConfig, AdvantageMode, GrpoConfig, KlEstimator, LossAgg, LossConfig, LrSchedule,
+    ScheduleKind,
+};
+use crate::model::{Policy, SamplingParams};
+use crate::plan::{Phase, Plan};
+use crate::reward::RewardSet;
+use crate::rollout::{phase_key, SeedCtx};
+
+/// How `curric run` was asked to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub run_dir: PathBuf,
+    /// Overrides the plan's device.
+    pub device: Option<String>,
+    pub quiet: bool,
+    pub checkpoint_every: u64,
+    pub keep: usize,
+    /// Test hook: behave as if killed after this many steps of a phase: the one named by
+    /// `crash_phase`, or else the first phase that runs.
+    pub crash_after: Option<u64>,
+    pub crash_phase: Option<String>,
+}
+
+/// What happened to each phase.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PhaseOutcome {
+    Skipped { id: String },
+    Ran { id: String, reason: String },
+    Interrupted { id: String, step: u64 },
+    Crashed { id: String, step: u64 },
+}
+
+fn perr(phase: &str, e: impl std::fmt::Display) -> ExecError {
+    ExecError::Phase {
+        phase: phase.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// The spec a phase's fingerprint hashes: the plan's phase minus what does not change its
+/// result (its position and the cost estimate).
+pub fn phase_spec(p: &Phase) -> Value {
+    let mut v = serde_json::to_value(p).unwrap_or_default();
+    if let Value::Object(m) = &mut v {
+        m.remove("index");
+        m.remove("estimate");
+    }
+    v
+}
+
+pub fn phase_inputs(plan: &Plan) -> Vec<PhaseInput> {
+    plan.phases
+        .iter()
+        .map(|p| PhaseInput {
+            id: p.id.clone(),
+            spec: phase_spec(p),
+            parents: p.parents.clone(),
+            sources: p
+                .sources
+                .iter()
+                .map(|s| match &s.kind {
+                    SourceKind::Jsonl { resolved, .. } => DataSource::File {
+                        name: s.name.clone(),
+                        path: PathBuf::from(resolved),
+                    },
+                    SourceKind::Suite { .. } => DataSource::Params {
+                        name: s.name.clone(),
+                        params: serde_json::to_value(s).unwrap_or_default(),
+                    },
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Fresh or dirty, per phase, with the reason: `curric plan FILE --run-dir DIR`.
+pub fn status(plan: &Plan, run_dir: &Path) -> Result<BTreeMap<String, String>> {
+    let manifest = Manifest::load(&RunDir::new(run_dir).manifest())?;
+    let fresh = assess(&phase_inputs(plan), manifest.as_ref())?;
+    Ok(fresh
+        .into_iter()
+        .map(|f| {
+            let s = match f.dirty {
+                None => "fresh".to_string(),
+                Some(r) => format!("dirty: {r}"),
+            };
+            (f.id, s)
+        })
+        .collect())
+}
+
+/// Maps the plan's stop tree onto the evaluator's.
+pub fn stop_cond(stop: &Stop) -> StopCond {
+    match stop {
+        Stop::Steps { n } => StopCond::Steps { n: *n },
+        Stop::Epochs { n } => StopCond::Epochs { n: *n },
+        Stop::Samples { n } => StopCond::Samples { n: *n },
+        Stop::Time { seconds } => StopCond::WallTime {
+            seconds: *seconds as f64,
+        },
+        Stop::Plateau { window, delta } => StopCond::Plateau {
+            metric: super::metrics::keys::REWARD.into(),
+            window: *window as usize,
+            delta: *delta,
+        },
+        Stop::Eval {
+            threshold, every, ..
+        } => StopCond::EvalAtLeast {
+            metric: "eval/overall".into(),
+            threshold: *threshold,
+            every: *every,
+        },
+        Stop::InformativeBelow { fraction, window } => StopCond::InformativeBelow {
+            fraction: *fraction,
+            window: *window as usize,
+        },
+        Stop::MinSteps { n } => StopCond::MinSteps { n: *n },
+        Stop::All { all } => StopCond::And {
+            all: all.iter().map(stop_cond).collect(),
+        },
+        Stop::Any { any } => StopCond::Or {
+            any: any.iter().map(stop_cond).collect(),
+        },
+    }
+}
+
+fn eval_n(stop: &Stop) -> Option<u64> {
+    match stop {
+        Stop::Eval { n, .. } => Some(*n),
+        Stop::All { all: v } | Stop::Any { any: v } => v.iter().find_map(eval_n),
+        _ => None,
+    }
+}
+
+fn adamw(o: &Optim, total_steps: u64) -> AdamWConfig {
+    AdamWConfig {
+        schedule: LrSchedule {
+            lr: o.lr,
+            warmup_steps: o.warmup_steps,
+            total_steps,
+            kind: match o.lr_schedule {
+                PlanLr::Constant => ScheduleKind::Constant,
+                PlanLr::Cosine => ScheduleKind::Cosine,
+            },
+            min_lr_ratio: 0.0,
+        },
+        weight_decay: o.weight_decay,
+        max_grad_norm: (o.grad_clip > 0.0).then_some(o.grad_clip),
+        ..AdamWConfig::default()
+    }
+}
+
+fn rewards(phase: &Phase) -> Result<RewardSet> {
+    match &phase.reward {
+        Some(r) => RewardSet::from_spec(
+            r.terms
+                .iter()
+                .map(|t| (t.term.as_str(), t.weight as f32, &t.args)),
+        )
+        .map_err(|e| perr(&phase.id, e)),
+        // Eval phases without a reward set grade by the boxed answer.
+        None => {
+            let mut set = RewardSet::new();
+            let acc = crate::reward::build("accuracy", &serde_json::Map::new())
+                .map_err(|e| perr(&phase.id, e))?;
+            set.push(1.0, acc);
+            Ok(set)
+        }
+    }
+}
+
+/// Everything one run shares across phases.
+struct Ctx<'a> {
+    plan: &'a Plan,
+    rd: RunDir,
+    manifest: Manifest,
+    device: Device,
+    opts: &'a RunOptions,
+    interrupt: &'a AtomicBool,
+}
+
+impl Ctx<'_> {
+    fn final_ckpt(&self, id: &str) -> Result<PathBuf> {
+        let rec = self
+            .manifest
+            .get(id)
+            .filter(|r| r.status == PhaseStatus::Done)
+            .ok_or_else(|| perr(id, "has not finished; its children cannot start"))?;
+        let rel = rec
+            .checkpoint
+            .as_ref()
+            .ok_or_else(|| perr(id, "finished without a checkpoint"))?;
+        Ok(self.rd.root().join(rel))
+    }
+
+    fn ckpt_state(&self, id: &str) -> Result<CheckpointState> {
+        checkpoint::verify(&self.final_ckpt(id)?)
+    }
+
+    /// The phase's start weights: its first parent's final checkpoint, or the plan's model.
+    fn start_policy(&self, p: &Phase) -> Result<(Policy, String)> {
+        if let Some(parent) = p.parents.first() {
+            let dir = self.final_ckpt(parent)?;
+            let policy = Policy::load(&dir, &self.device).map_err(|e| perr(&p.id, e))?;
+            return Ok((policy, self.rel(&dir)));
+        }
+        let policy = match &p.model {
+            ModelSpec::TinyVlm { preset } => {
+                Policy::tiny_with_words(preset, &suite::vocabulary(), p.seed, &self.device)
+            }
+            ModelSpec::Local { path } => Policy::load(Path::new(path), &self.device),
+            ModelSpec::Hub { repo } => Policy::load_pretrained(repo, &self.device),
+        }
+        .map_err(|e| perr(&p.id, e))?;
+        Ok((policy, "initial".into()))
+    }
+
+    fn rel(&self, path: &Path) -> String {
+        path.strip_prefix(self.rd.root())
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// The reference for a phase: "initial" (the plan's model) or a checkpoint directory.
+    fn load_reference(&self, p: &Phase, at: &str) -> Result<Policy> {
+        let policy = if at == "initial" {
+            self.start_policy_initial(p)?
+        } else {
+            Policy::load(&self.rd.root().join(at), &self.device).map_err(|e| perr(&p.id, e))?
+        };
+        policy.frozen_copy().map_err(|e| perr(&p.id, e))
+    }
+
+    fn start_policy_initial(&self, p: &Phase) -> Result<Policy> {
+        let root = self.root_of(p);
+        let q = Phase {
+            parents: vec![],
+            ..root.clone()
+        };
+        Ok(self.start_policy(&q)?.0)
+    }
+
+    fn root_of<'p>(&'p self, p: &'p Phase) -> &'p Phase {
+        let mut cur = p;
+        while let Some(parent) = cur.parents.first().and_then(|id| self.plan.phase(id)) {
+            cur = parent;
+        }
+        cur
+    }
+
+    fn handoff(&self, p: &Phase) -> crate::check::Handoff {
+        p.parents
+            .first()
+            .and_then(|parent| {
+                self.plan
+                    .edges
+                    .iter()
+                    .find(|e| &e.from == parent && e.to == p.id)
+            })
+            .map(|e| e.handoff.clone())
+            .unwrap_or_default()
+    }
+
+    /// The pass-rate table a phase starts with: its parents' (when handed over) and the
+    /// probe phase its levels come from.
+    fn pass_rates(&self, p: &Phase) -> Result<PassRateTable> {
+        let mut table = PassRateTable::new();
+        if self.handoff(p).pass_rates == Carry::Keep {
+            for parent in &p.parents {
+                let st = self.ckpt_state(parent)?;
+                if !st.pass_rates.is_null() {
+                    let t: PassRateTable =
+                        serde_json::from_value(st.pass_rates).map_err(|e| perr(&p.id, e))?;
+                    table.merge(&t);
+                }
+            }
+        }
+        if let LevelSource::Probe { stage } = &p.difficulty.source {
+            let st = self.ckpt_state(stage)?;
+            let t: PassRateTable =
+                serde_json::from_value(st.pass_rates).map_err(|e| perr(&p.id, e))?;
+            table.merge(&t);
+        }
+        Ok(table)
+    }
+
+    /// The phase's pools, with pass rates (and pass-rate levels) applied and the
+    /// capability filter done; the other filters go to the sampler.
+    fn pools(&self, p: &Phase, table: &PassRateTable) -> Result<Vec<(String, Vec<Sample>)>> {
+        let bands = match &p.difficulty.source {
+            LevelSource::Suite => None,
+            _ => {
+                let easy = p
+                    .difficulty
+                    .bands
+                    .get(&Level::Easy)
+                    .map(|b| b.lo)
+                    .unwrap_or(1.0);
+                let hard = p
+                    .difficulty
+                    .bands
+                    .get(&Level::Hard)
+                    .map(|b| b.hi)
+                    .unwrap_or(0.0);
+                Some(LevelBands::new(easy, hard).map_err(|e| perr(&p.id, e))?)
+            }
+        };
+        let mut out = Vec::new();
+        for s in &p.sources {
+            let mut samples = match &s.kind {
+                SourceKind::Suite {
+                    capability,
+                    levels,
+                    n,
+                    seed,
+                } => {
+                    let cap = crate::data::Capability::new(capability.clone());
+                    let mut all = Vec::new();
+                    for l in levels {
+                        all.extend(
+                            suite::generate(&cap, *l, *n as usize, *seed)
+                                .map_err(|e| perr(&p.id, e))?,
+                        );
+                    }
+                    all
+                }
+                SourceKind::Jsonl { resolved, .. } => {
+                    crate::data::jsonl::read(Path::new(resolved), &Default::default())
+                        .map_err(|e| perr(&p.id, e))?
+                        .samples
+                }
+            };
+            if let Some(cap) = &s.filters.capability {
+                samples.retain(|x| x.capability.as_str() == cap);
+            }
+            table.apply(&mut samples, bands.as_ref());
+            out.push((s.name.clone(), samples));
+        }
+        Ok(out)
+    }
+
+    fn sampler_spec(&self, p: &Phase, batch: usize, steps: u64) -> SamplerSpec {
+        let by = match p.difficulty.source {
+            LevelSource::Suite => DifficultyKey::Level,
+            _ => DifficultyKey::PassRate,
+        };
+        let order = match &p.order {
+            Order::Shuffled => OrderSpec::Shuffled,
+            Order::EasyToHard => OrderSpec::EasyToHard { by },
+            Order::HardToEasy => OrderSpec::HardToEasy { by },
+            Order::Adarft {
+                eta,
+                alpha,
+                beta,
+                initial,
+            } => OrderSpec::AdaRft {
+                eta: *eta,
+                alpha: *alpha,
+                beta: *beta,
+                initial: *initial,
+                min: 0.0,
+                max: 1.0,
+            },
+            Order::Speed { .. } => OrderSpec::Speed,
+        };
+        let filter = |f: &Filters| FilterSpec {
+            band: f.pass_rate.map(|b| (b.lo, b.hi)),
+            drop_solved: f.drop_solved,
+            drop_unsolved: f.drop_unsolved,
+            levels: f.difficulty.clone(),
+        };
+        let sources = p
+            .sources
+            .iter()
+            .map(|s| SourceSpec {
+                name: s.name.clone(),
+                order: order.clone(),
+                filter: filter(&s.filters),
+            })
+            .collect();
+        let mix = |entries: &[crate::check::MixEntry]| {
+            MixSpec::new(entries.iter().map(|e| (e.source.clone(), e.weight)))
+        };
+        let schedule = match &p.mix {
+            None => ScheduleSpec::Constant {
+                mix: MixSpec::new(p.sources.iter().map(|s| (s.name.clone(), 1.0))),
+            },
+            Some(m) => match (&m.to, m.schedule) {
+                (None, _) | (Some(_), Schedule::Constant) => {
+                    ScheduleSpec::Constant { mix: mix(&m.from) }
+                }
+                (Some(to), Schedule::Linear) => ScheduleSpec::Linear {
+                    from: mix(&m.from),
+                    to: mix(to),
+                },
+                (Some(to), Schedule::Cosine) => ScheduleSpec::Cosine {
+                    from: mix(&m.from),
+                    to: mix(to),
+                },
+            },
+        };
+        SamplerSpec {
+            sources,
+            schedule,
+            batch_size: batch,
+            steps: steps.max(1),
+            seed: p.seed,
+        }
+    }
+
+    /// Held-out samples: `n` per capability × level, from the suite's eval split.
+    fn eval_samples(
+        &self,
+        p: &Phase,
+        caps: &[String],
+        levels: &[Level],
+        n: u64,
+    ) -> Result<Vec<Sample>> {
+        let mut out = Vec::new();
+        for c in caps {
+            let cap = crate::data::Capability::new(c.clone());
+            for l in levels {
+                out.extend(
+                    suite::eval_split(&cap, *l, n as usize, p.seed).map_err(|e| perr(&p.id, e))?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restores the parent's optimiser moments when the hand-off keeps them.
+    fn handed_optimizer(&self, p: &Phase, opt: &mut AdamW) -> Result<()> {
+        let h = self.handoff(p);
+        if h.optimizer != Carry::Keep {
+            return Ok(());
+        }
+        let Some(parent) = p.parents.first() else {
+            return Ok(());
+        };
+        let path = self.final_ckpt(parent)?.join(checkpoint::OPTIMIZER_FILE);
+        if !path.exists() {
+            tracing::warn!(phase = %p.id, "parent {parent} has no optimizer state to keep; starting fresh");
+            return Ok(());
+        }
+        let state =
+            candle_core::safetensors::load(&path, &self.device).map_err(|e| perr(&p.id, e))?;
+        if let Err(e) = opt.load_state(&state) {
+            tracing::warn!(phase = %p.id, "cannot keep the parent's optimizer state ({e}); starting fresh");
+        }
+        Ok(())
+    }
+
+    /// Where the phase's reference weights live: the parent's reference when kept,
+    /// otherwise the phase's start.
+    fn reference_at(&self, p: &Phase, start: &str) -> Result<String> {
+        if self.handoff(p).reference == Carry::Keep {
+            if let Some(parent) = p.parents.first() {
+                let st = self.ckpt_state(parent)?;
+                if let Some(r) = st.extra.get("reference").and_then(Value::as_str) {
+                    return Ok(r.to_string());
+                }
+            }
+        }
+        Ok(start.to_string())
+    }
+}
+
+/// Runs the plan in `opts.run_dir`. Returns what happened to each phase.
+pub fn run_plan(
+    plan: &Plan,
+    opts: &RunOptions,
+    interrupt: &AtomicBool,
+) -> Result<Vec<PhaseOutcome>> {
+    let rd = RunDir::create(&opts.run_dir)?;
+    let device_spec = opts.device.clone().unwrap_or_else(|| plan.device.clone());
+    let device =
+        crate::model::device(&device_spec).map_err(|_| ExecError::Device(device_spec.clone()))?;
+    let mut manifest = Manifest::load(&rd.manifest())?.unwrap_or_else(|| Manifest::new(&plan.name));
+    manifest.curriculum = plan.name.clone();
+    write_atomic(&rd.root().join("plan.json"), plan.to_json().as_bytes())?;
+    let fresh: Vec<Freshness> = assess(&phase_inputs(plan), Some(&manifest))?;
+    for p in &plan.phases {
+        manifest.entry(&p.id, kind_name(p.kind));
+    }
+    // Phases the plan no longer has go; the manifest lists this plan.
+    manifest.phases.retain(|r| plan.phase(&r.id).is_some());
+    manifest.save(&rd.manifest())?;
+
+    let mut ctx = Ctx {
+        plan,
+        rd,
+        manifest,
+        device,
+        opts,
+        interrupt,
+    };
+    let mut outcomes = Vec::new();
+    let mut global = 0u64;
+    let total = plan.phases.len();
+    for (i, (p, f)) in plan.phases.iter().zip(&fresh).enumerate() {
+        if f.dirty.is_none() {
+            let steps = ctx.manifest.get(&p.id).map(|r| r.steps).unwrap_or(0);
+            if !opts.quiet {
+                eprintln!(
+                    "[{}/{}] {} ({}): fresh, skipped",
+                    i + 1,
+                    total,
+                    p.id,
+                    kind_name(p.kind)
+                );
+            }
+            global += steps;
+            outcomes.push(PhaseOutcome::Skipped { id: p.id.clone() });
+            continue;
+        }
+        let reason = f.dirty.as_ref().map(|r| r.to_string()).unwrap_or_default();
+        tracing::info!(phase = %p.id, "running: {reason}");
+        let out = run_phase(&mut ctx, p, f, i, global, outcomes.is_empty())?;
+        match &out {
+            PhaseOutcome::Ran { .. } => {
+                global += ctx.manifest.get(&p.id).map(|r| r.steps).unwrap_or(0);
+                outcomes.push(out);
+            }
+            _ => {
+                outcomes.push(out);
+                return Ok(outcomes);
+            }
+        }
+    }
+    Ok(outcomes)
+}
+
+fn kind_name(k: PhaseKind) -> &'static str {
+    match k {
+        PhaseKind::Sft => "sft",
+        PhaseKind::Probe => "probe",
+        PhaseKind::Grpo => "grpo",
+        PhaseKind::Eval => "eval",
+    }
+}
+
+fn run_phase(
+    ctx: &mut Ctx<'_>,
+    p: &Phase,
+    f: &Freshness,
+    index: usize,
+    global: u64,
+    first_run: bool,
+) -> Result<PhaseOutcome> {
+    let rec = ctx.manifest.get(&p.id).cloned();
+    let resume = rec.as_ref().is_some_and(|r| {
+        matches!(r.status, PhaseStatus::Running | PhaseStatus::Failed)
+            && r.attempt.as_deref() == Some(f.fingerprint.as_str())
+    });
+    let phase_dir = ctx.rd.phase(&p.id);
+    if !resume && phase_dir.exists() {
+        std::fs::remove_dir_all(&phase_dir).map_err(|e| ExecError::io("remove", &phase_dir, e))?;
+    }
+    ctx.manifest.start(&p.id, kind_name(p.kind), resume);
+    {
+        let r = ctx.manifest.entry(&p.id, kind_name(p.kind));
+        r.attempt = Some(f.fingerprint.clone());
+        r.global_step_start = global;
+    }
+    ctx.manifest.save(&ctx.rd.manifest())?;
+
+    let result = execute(ctx, p, index, global, first_run, resume);
+    match result {
+        Ok(PhaseEnd::Finished {
+            step,
+            reason,
+            checkpoint,
+        }) => {
+            let rel = ctx.rel(&checkpoint);
+            ctx.manifest.finish(
+                &p.id,
+                f.fingerprint.clone(),
+                f.parts.clone(),
+                reason.clone(),
+                Some(rel),
+                step,
+            );
+            ctx.manifest.save(&ctx.rd.manifest())?;
+            Ok(PhaseOutcome::Ran {
+                id: p.id.clone(),
+                reason,
+            })
+        }
+        Ok(PhaseEnd::Interrupted { step, .. }) => {
+            ctx.manifest.save(&ctx.rd.manifest())?;
+            Ok(PhaseOutcome::Interrupted {
+                id: p.id.clone(),
+                step,
+            })
+        }
+        Ok(PhaseEnd::Crashed { step }) => Ok(PhaseOutcome::Crashed {
+            id: p.id.clone(),
+            step,
+        }),
+        Err(e) => {
+            ctx.manifest.fail(&p.id, e.to_string());
+            ctx.manifest.save(&ctx.rd.manifest())?;
+            Err(e)
+        }
+    }
+}
+
+fn execute(
+    ctx: &mut Ctx<'_>,
+    p: &Phase,
+    index: usize,
+    global: u64,
+    first_run: bool,
+    resume: bool,
+) -> Result<PhaseEnd> {
+    let total = ctx.plan.phases.len();
+    let phase_dir = ctx.rd.phase(&p.id);
+    let seed_ctx = SeedCtx {
+        seed: p.seed,
+        phase: phase_key(&p.id),
+        step: 0,
+    };
+    if p.kind == PhaseKind::Eval {
+        return eval_phase(ctx, p, index, global, seed_ctx);
+    }
+    let stop = p
+        .stop
+        .as_ref()
+        .ok_or_else(|| perr(&p.id, "has no stop condition"))?;
+    let cond = stop_cond(stop);
+    cond.validate().map_err(|e| perr(&p.id, e))?;
+    let (mut policy, start) = ctx.start_policy(p)?;
+    policy.set_frozen(&p.freeze);
+    let table = ctx.pass_rates(p)?;
+    let pools = ctx.pools(p, &table)?;
+    let epoch_samples: u64 = pools.iter().map(|(_, s)| s.len() as u64).sum();
+    let per_step = match (&p.grpo, &p.sft, &p.probe) {
+        (Some(g), _, _) => g.prompts_per_step,
+        (_, Some(s), _) => s.batch_size,
+        _ => 8,
+    };
+    let bound = stop.step_bound(Some(epoch_samples), per_step);
+    let steps = bound.or(p.estimate.steps).unwrap_or(1000);
+    let progress = PhaseProgress::new(
+        ctx.opts.quiet,
+        index + 1,
+        total,
+        &p.id,
+        kind_name(p.kind),
+        bound,
+    );
+    let eval_set = match (eval_n(stop), p.reward.is_some()) {
+        (Some(n), _) => Some((
+            EvalSet {
+                samples: ctx.eval_samples(p, std::slice::from_ref(&p.capability), &p.levels, n)?,
+                rewards: rewards(p)?,
+                max_new_tokens: p
+                    .grpo
+                    .as_ref()
+                    .map(|g| g.max_new_tokens as usize)
+                    .unwrap_or(64),
+            },
+            seed_ctx,
+        )),
+        _ => None,
+    };
+    let reference_at = ctx.reference_at(p, &start)?;
+    let mut trainer: Box<dyn super::driver::PhaseTrainer> = match p.kind {
+        PhaseKind::Sft => {
+            let s = p
+                .sft
+                .as_ref()
+                .ok_or_else(|| perr(&p.id, "sft phase without sft settings"))?;
+            let mut opt = AdamW::new(
+                crate::model::PolicyModel::trainable_vars(&policy),
+                adamw(&s.optim, steps),
+            )
+            .map_err(|e| perr(&p.id, e))?;
+            ctx.handed_optimizer(p, &mut opt)?;
+            Box::new(SftTrainer {
+                phase: p.id.clone(),
+                data: Data::new(
+                    &p.id,
+                    ctx.sampler_spec(p, s.batch_size as usize, steps),
+                    pools,
+                )?,
+                policy,
+                opt,
+                max_tokens: s.max_tokens as usize,
+                eval: eval_set,
+            })
+        }
+        PhaseKind::Grpo => {
+            let g = p
+                .grpo
+                .as_ref()
+                .ok_or_else(|| perr(&p.id, "grpo phase without grpo settings"))?;
+            let mut opt = AdamW::new(
+                crate::model::PolicyModel::trainable_vars(&policy),
+                adamw(&g.optim, steps * g.mu.max(1)),
+            )
+            .map_err(|e| perr(&p.id, e))?;
+            ctx.handed_optimizer(p, &mut opt)?;
+            let reference = if g.beta > 0.0 {
+                Some(ctx.load_reference(p, &reference_at)?)
+            } else {
+                None
+            };
+            let cfg = GrpoConfig {
+                group_size: g.group_size as usize,
+                prompts_per_step: g.prompts_per_step as usize,
+                sampling: SamplingParams {
+                    temperature: g.temperature,
+                    top_p: g.top_p,
+                    max_new_tokens: g.max_new_tokens as usize,
+                },
+                advantage: match g.advantage {
+                    AdvantageScaling::Group => AdvantageMode::Group,
+                    AdvantageScaling::Batch => AdvantageMode::Batch,
+                    AdvantageScaling::None => AdvantageMode::None,
+                },
+                adv_eps: 1e-6,
+                loss: LossConfig {
+                    eps_low: g.eps_low,
+                    eps_high: g.eps_high,
+                    beta: g.beta,
+                    kl: match g.kl {
+                        PlanKl::K1 => KlEstimator::K1,
+                        PlanKl::K3 => KlEstimator::K3,
+                    },
+                    agg: match g.loss_agg {
+                        PlanAgg::TokenMean => LossAgg::TokenMean,
+                        PlanAgg::SeqMeanTokenMean => LossAgg::SeqMeanTokenMean,
+                        PlanAgg::SeqMeanTokenSumNorm => LossAgg::SeqMeanTokenSumNorm,
+                    },
+                    norm_len: g.max_new_tokens as usize,
+                },
+                ppo_epochs: g.mu.max(1) as usize,
+                mini_batches: 1,
+                mask_truncated: g.mask_truncated,
+                dynamic_sampling: g.dynamic_sampling,
+                max_retries: g.max_retries as usize,
+                seed: p.seed,
+                phase: phase_key(&p.id),
+            };
+            Box::new(GrpoTrainer {
+                phase: p.id.clone(),
+                data: Data::new(
+                    &p.id,
+                    ctx.sampler_spec(p, g.prompts_per_step as usize, steps),
+                    pools,
+                )?,
+                policy,
+                reference,
+                opt,
+                rewards: rewards(p)?,
+                cfg,
+                pass_rates: table,
+                eval: eval_set,
+            })
+        }
+        PhaseKind::Probe => {
+            let pr = p
+                .probe
+                .as_ref()
+                .ok_or_else(|| perr(&p.id, "probe phase without probe settings"))?;
+            Box::new(ProbeTrainer {
+                phase: p.id.clone(),
+                data: Data::new(&p.id, ctx.sampler_spec(p, 8, steps), pools)?,
+                policy,
+                rewards: rewards(p)?,
+                k: pr.rollouts as usize,
+                params: SamplingParams {
+                    temperature: pr.temperature,
+                    top_p: pr.top_p,
+                    max_new_tokens: pr.max_new_tokens as usize,
+                },
+                threshold: pr.pass_threshold,
+                ctx: seed_ctx,
+                pass_rates: table,
+            })
+        }
+        PhaseKind::Eval => unreachable!("handled above"),
+    };
+    let trainer = RefTrainer {
+        inner: trainer.as_mut(),
+        reference: reference_at,
+    };
+    let mut trainer = trainer;
+    let end = drive(
+        &phase_dir,
+        DriveOptions {
+            phase: p.id.clone(),
+            stage: Some(p.stage.clone()),
+            stop: cond,
+            checkpoint_every: ctx.opts.checkpoint_every,
+            keep: ctx.opts.keep,
+            global_step_start: global,
+            resume,
+            crash_after: match &ctx.opts.crash_phase {
+                Some(id) if *id == p.id => ctx.opts.crash_after,
+                None if first_run => ctx.opts.crash_after,
+                _ => None,
+            },
+            interrupt: ctx.interrupt,
+            progress: Some(&progress),
+        },
+        &mut trainer,
+    )?;
+    match &end {
+        PhaseEnd::Finished { reason, .. } => progress.finish(reason),
+        PhaseEnd::Interrupted { step, .. } => {
+            progress.finish(&format!("interrupted after step {step}"))
+        }
+        PhaseEnd::Crashed { step } => {
+            progress.finish(&format!("stopped after step {step} (crash hook)"))
+        }
+    }
+    Ok(end)
+}
+
+/// Adds the phase's reference location to every checkpoint, so that a child whose hand-off
+/// keeps the reference finds it.
+struct RefTrainer<'a> {
+    inner: &'a mut dyn super::driver::PhaseTrainer,
+    reference: String,
+}
+
+impl super::driver::PhaseTrainer for RefTrainer<'_> {
+    fn step(&mut self, step: u64) -> Result<super::driver::StepOutcome> {
+        self.inner.step(step)
+    }
+    fn eval(&mut self, step: u64) -> Result<BTreeMap<String, f64>> {
+        self.inner.eval(step)
+    }
+    fn save(&self, dir: &Path) -> Result<()> {
+        self.inner.save(dir)
+    }
+    fn state(&self) -> super::driver::TrainerState {
+        let mut s = self.inner.state();
+        if !s.extra.is_object() {
+            s.extra = Value::Object(Default::default());
+        }
+        s.extra["reference"] = Value::String(self.reference.clone());
+        s
+    }
+    fn restore(&mut self, dir: &Path, state: &CheckpointState) -> Result<()> {
+        self.inner.restore(dir, state)
+    }
+}
+
+/// An eval phase: greedy decoding on held-out samples of every capability × level it names;
+/// its "checkpoint" is its parent's (it changes no weights).
+fn eval_phase(
+    ctx: &mut Ctx<'_>,
+    p: &Phase,
+    index: usize,
+    global: u64,
+    seed_ctx: SeedCtx,
+) -> Result<PhaseEnd> {
+    let total = ctx.plan.phases.len();
+    let e = p
+        .eval
+        .as_ref()
+        .ok_or_else(|| perr(&p.id, "eval phase without eval settings"))?;
+    let (policy, start) = ctx.start_policy(p)?;
+    let samples = ctx.eval_samples(p, &e.capabilities, &e.levels, e.n)?;
+    let progress = PhaseProgress::new(ctx.opts.quiet, index + 1, total, &p.id, "eval", None);
+    let set = EvalSet {
+        samples,
+        rewards: rewards(p)?,
+        max_new_tokens: e.max_new_tokens as usize,
+    };
+    let t0 = Instant::now();
+    let (result, records): (EvalResult, _) =
+        set.run_with_completions(&p.id, &policy, seed_ctx, global)?;
+    result.save(&ctx.rd.eval(&p.id))?;
+    let mut lines = String::new();
+    for r in &records {
+        lines.push_str(&r.to_string());
+        lines.push('\n');
+    }
+    write_atomic(&ctx.rd.samples(&p.id), lines.as_bytes())?;
+    let reason = format!(
+        "{} evaluated {} held-out samples: accuracy {:.1}%, mean length {:.1} ({:.1}s)",
+        p.id,
+        result.n,
+        result.overall * 100.0,
+        result.mean_response_len,
+        t0.elapsed().as_secs_f64()
+    );
+    progress.finish(&reason);
+    let checkpoint = if start == "initial" {
+        // A root eval has no parent checkpoint: keep the weights it evaluated.
+        let state = CheckpointState {
+            extra: serde_json::json!({ "reference": "initial" }),
+            ..Default::default()
+        };
+        checkpoint::save(&ctx.rd.phase(&p.id), &state, 1, |dir| {
+            super::phases::save_policy(&p.id, &policy, None, dir)
+        })?
+    } else {
+        ctx.rd.root().join(start)
+    };
+    Ok(PhaseEnd::Finished {
+        step: 0,
+        reason,
+        checkpoint,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_stop_trees_map_onto_the_evaluator() {
+        let plan = Stop::Any {
+            any: vec![
+                Stop::Steps { n: 200 },
+                Stop::All {
+                    all: vec![
+                        Stop::MinSteps { n: 50 },
+                        Stop::Plateau {
+                            window: 30,
+                            delta: 0.005,
+                        },
+                    ],
+                },
+                Stop::Eval {
+                    threshold: 0.8,
+                    every: 10,
+                    n: 4,
+                },
+            ],
+        };
+        let c = stop_cond(&plan);
+        assert_eq!(
+            c.to_string(),
+            "steps(200) or (min_steps(50) and plateau(reward, 30, 0.005)) or eval(eval/overall >= 0.8 every 10)"
+        );
+        assert_eq!(c.max_steps(), Some(200));
+        assert!(c.eval_due(20) && !c.eval_due(21));
+        assert_eq!(eval_n(&plan), Some(4));
+        assert_eq!(
+            stop_cond(&Stop::Time { seconds: 90 }),
+            StopCond::WallTime { seconds: 90.0 }
+        );
+        assert_eq!(
+            stop_cond(&Stop::InformativeBelow {
+                fraction: 0.2,
+                window: 5
+            })
+            .to_string(),
+            "informative_below(0.2, 5)"
+        );
+    }
+
+    #[test]
+    fn fingerprints_ignore_plan_position_but_not_settings() {
+        let text = |extra: &str| {
+            format!(
+                "name = \"t\"\nseed = 1\nmodel = tiny_vlm(nano)\ndevice = cpu\n\
+                 source s {{ suite = perception n = 4 }}\n{extra}\
+                 stage a {{ kind = sft mix = s stop = steps(2) }}\n"
+            )
+        };
+        let plan = |t: &str| {
+            let c = crate::check::check_str(t, "t.curr", None)
+                .curriculum
+                .unwrap();
+            crate::plan::plan(&c).unwrap()
+        };
+        let base = plan(&text(""));
+        // An eval stage declared before `a` moves a's index but not its spec.
+        let moved = plan(&text("stage e { kind = eval n = 1 }\n"));
+        let a = |p: &Plan| phase_spec(p.phase("a").unwrap());
+        assert_eq!(a(&base), a(&moved));
+        assert!(a(&base).get("index").is_none());
+        let other = plan(&text("").replace("steps(2)", "steps(3)"));
+        assert_ne!(a(&base), a(&other));
+    }
+}

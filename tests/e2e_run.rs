@@ -1,0 +1,262 @@
+//! End to end: a tiny curriculum (nano model, a few steps) through `run_plan`: the run
+//! directory and manifest, skip on rerun, invalidation after an edit, kill-and-resume
+//! equality, and falling back from a corrupt checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use curric::exec::manifest::{Manifest, PhaseStatus};
+use curric::exec::runner::{run_plan, status, PhaseOutcome, RunOptions};
+use curric::plan::Plan;
+
+/// warmup (sft) → rl (grpo, β > 0, a length-graded reward so that groups differ) → final (eval).
+fn curriculum(rl_lr: &str) -> String {
+    format!(
+        r#"
+name   = "tiny"
+seed   = 3
+model  = tiny_vlm(nano)
+device = cpu
+
+source shapes {{ suite = perception  n = 8 }}
+
+reward graded = 0.5 soft_overlong(max = 6, buffer = 5) + 0.5 accuracy(boxed)
+
+defaults {{
+  kind             = grpo
+  reward           = graded
+  group_size       = 2
+  prompts_per_step = 2
+  lr               = {rl_lr}
+  beta             = 0.01
+  temperature      = 1.0
+  max_new_tokens   = 6
+}}
+
+stage warmup {{
+  kind = sft
+  mix  = shapes
+  lr   = 1e-3
+  stop = steps(3)
+}}
+
+stage rl {{
+  capability = perception
+  after      = warmup
+  mix        = shapes
+  stop       = steps(5)
+}}
+
+// A second arm from the same warm-up: it reads the warm-up's checkpoint too.
+stage arm {{
+  kind         = eval
+  after        = warmup
+  capabilities = [perception]
+  levels       = [hard]
+  n            = 2
+  max_new_tokens = 6
+}}
+
+stage final {{
+  kind         = eval
+  after        = rl
+  capabilities = [perception]
+  levels       = [easy]
+  n            = 2
+  max_new_tokens = 6
+}}
+"#
+    )
+}
+
+fn plan_of(text: &str) -> Plan {
+    let checked = curric::check::check_str(text, "tiny.curr", None);
+    let c = checked
+        .curriculum
+        .unwrap_or_else(|| panic!("curriculum does not check: {}", checked.report));
+    curric::plan::plan(&c).expect("plans")
+}
+
+fn opts(dir: &Path) -> RunOptions {
+    RunOptions {
+        run_dir: dir.to_path_buf(),
+        device: None,
+        quiet: true,
+        checkpoint_every: 2,
+        keep: 3,
+        crash_after: None,
+        crash_phase: None,
+    }
+}
+
+fn run(plan: &Plan, o: &RunOptions) -> Vec<PhaseOutcome> {
+    run_plan(plan, o, &AtomicBool::new(false)).expect("run succeeds")
+}
+
+fn ran(outcomes: &[PhaseOutcome]) -> Vec<String> {
+    outcomes
+        .iter()
+        .filter_map(|o| match o {
+            PhaseOutcome::Ran { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn final_weights(dir: &Path, phase: &str) -> Vec<u8> {
+    let m = Manifest::load(&dir.join("manifest.toml")).unwrap().unwrap();
+    let ckpt: PathBuf = dir.join(m.get(phase).unwrap().checkpoint.as_ref().unwrap());
+    std::fs::read(ckpt.join("model.safetensors")).unwrap()
+}
+
+#[test]
+fn run_dir_skip_and_invalidation() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_of(&curriculum("1e-3"));
+    let o = opts(dir.path());
+    let first = run(&plan, &o);
+    assert_eq!(ran(&first), ["warmup", "rl", "arm", "final"]);
+
+    let m = Manifest::load(&dir.path().join("manifest.toml"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.curriculum, "tiny");
+    for rec in &m.phases {
+        assert_eq!(rec.status, PhaseStatus::Done, "{}", rec.id);
+        assert!(rec.fingerprint.is_some() && rec.started.is_some() && rec.ended.is_some());
+        assert!(humantime::parse_rfc3339(rec.started.as_deref().unwrap()).is_ok());
+    }
+    assert_eq!(
+        m.get("rl").unwrap().stop_reason.as_deref(),
+        Some("rl stopped at step 5: steps(5)")
+    );
+    assert_eq!(
+        m.get("rl").unwrap().checkpoint.as_deref(),
+        Some("phases/rl/ckpt-000005")
+    );
+    assert_eq!(m.get("rl").unwrap().global_step_start, 3);
+    // The eval reads its parent's final checkpoint.
+    assert_eq!(
+        m.get("final").unwrap().checkpoint,
+        m.get("rl").unwrap().checkpoint
+    );
+
+    let rl = dir.path().join("phases/rl");
+    for f in [
+        "ckpt-000005/model.safetensors",
+        "ckpt-000005/optimizer.safetensors",
+        "ckpt-000005/state.json",
+        "ckpt-000005/config.json",
+        "metrics.jsonl",
+    ] {
+        assert!(rl.join(f).is_file(), "missing {f}");
+    }
+    assert!(std::fs::read_dir(&rl).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("events.out.tfevents.")));
+    let metrics = curric::exec::metrics::read_metrics(&rl.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        metrics.iter().map(|r| r.global_step).collect::<Vec<_>>(),
+        [4, 5, 6, 7, 8]
+    );
+    assert!(metrics
+        .iter()
+        .all(|r| r.values.contains_key("reward") && r.values.contains_key("kl")));
+    // GRPO really trained (groups with different rewards, non-zero gradients), so the
+    // resume test below compares weights that moved.
+    assert!(
+        metrics.iter().any(|r| r.values["grad_norm"] > 0.0),
+        "{metrics:?}"
+    );
+    assert_ne!(
+        final_weights(dir.path(), "rl"),
+        final_weights(dir.path(), "warmup")
+    );
+    let eval = curric::exec::eval::EvalResult::load(&dir.path().join("phases/final/eval.json"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(eval.n, 2);
+    let answered = std::fs::read_to_string(dir.path().join("phases/final/samples.jsonl")).unwrap();
+    assert_eq!(answered.lines().count(), 2);
+    assert!(answered.contains("\"completion\""));
+    assert_eq!(eval.global_step, 8);
+
+    // Rerun: nothing executes, nothing is rewritten.
+    let before = std::fs::read(rl.join("metrics.jsonl")).unwrap();
+    let t = std::time::Instant::now();
+    let second = run(&plan, &o);
+    assert!(ran(&second).is_empty(), "{second:?}");
+    assert!(t.elapsed().as_secs_f64() < 5.0);
+    assert_eq!(std::fs::read(rl.join("metrics.jsonl")).unwrap(), before);
+    let st = status(&plan, dir.path()).unwrap();
+    assert!(st.values().all(|s| s == "fresh"), "{st:?}");
+
+    // Editing rl's learning rate re-runs rl and its descendant, not the warm-up.
+    let edited = plan_of(&curriculum("2e-3"));
+    let st = status(&edited, dir.path()).unwrap();
+    assert_eq!(st["warmup"], "fresh");
+    assert_eq!(st["rl"], "dirty: spec changed");
+    assert_eq!(st["final"], "dirty: parent rl re-runs");
+    assert_eq!(st["arm"], "fresh");
+    let third = run(&edited, &o);
+    assert_eq!(ran(&third), ["rl", "final"]);
+    assert!(matches!(&third[0], PhaseOutcome::Skipped { id } if id == "warmup"));
+}
+
+#[test]
+fn kill_and_resume_gives_identical_weights_even_past_a_corrupt_checkpoint() {
+    let plan = plan_of(&curriculum("1e-3"));
+    let straight = tempfile::tempdir().unwrap();
+    run(&plan, &opts(straight.path()));
+    let reference = final_weights(straight.path(), "rl");
+
+    // Killed after rl's step 3 (its last checkpoint is step 2), then resumed.
+    let resumed = tempfile::tempdir().unwrap();
+    let mut o = opts(resumed.path());
+    o.crash_after = Some(3);
+    o.crash_phase = Some("rl".into());
+    let out = run(&plan, &o);
+    assert!(
+        matches!(out.last(), Some(PhaseOutcome::Crashed { id, step: 3 }) if id == "rl"),
+        "{out:?}"
+    );
+    let m = Manifest::load(&resumed.path().join("manifest.toml"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.get("rl").unwrap().status, PhaseStatus::Running);
+    let out = run(&plan, &opts(resumed.path()));
+    assert_eq!(ran(&out), ["rl", "arm", "final"]);
+    assert_eq!(
+        final_weights(resumed.path(), "rl"),
+        reference,
+        "resumed weights differ"
+    );
+    let eval = |d: &Path| std::fs::read_to_string(d.join("phases/final/eval.json")).unwrap();
+    assert_eq!(eval(resumed.path()), eval(straight.path()));
+
+    // Killed after step 5 of 5 would finish; kill after 4 (checkpoints 2 and 4), corrupt
+    // the newest, and resume from step 2.
+    let corrupt = tempfile::tempdir().unwrap();
+    let mut o = opts(corrupt.path());
+    o.crash_after = Some(4);
+    o.crash_phase = Some("rl".into());
+    run(&plan, &o);
+    let newest = corrupt
+        .path()
+        .join("phases/rl/ckpt-000004/model.safetensors");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&newest)
+        .unwrap();
+    f.set_len(100).unwrap();
+    drop(f);
+    let out = run(&plan, &opts(corrupt.path()));
+    assert_eq!(ran(&out), ["rl", "arm", "final"]);
+    assert_eq!(
+        final_weights(corrupt.path(), "rl"),
+        reference,
+        "weights after fallback differ"
+    );
+}
