@@ -260,3 +260,36 @@ fn kill_and_resume_gives_identical_weights_even_past_a_corrupt_checkpoint() {
         "weights after fallback differ"
     );
 }
+
+#[test]
+fn a_kept_cursor_continues_the_parents_position() {
+    let text = |cursor: &str| {
+        format!(
+            r#"
+name  = "cursor"
+seed  = 2
+model = tiny_vlm(nano)
+device = cpu
+source s {{ suite = perception  n = 4 }}
+stage a {{ kind = sft  mix = s  batch_size = 2  stop = steps(2) }}
+stage b {{
+  kind = sft  mix = s  batch_size = 2  stop = steps(2)
+  after = a
+  handoff a {{ cursor = {cursor} }}
+}}
+"#
+        )
+    };
+    let drawn = |cursor: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        run(&plan_of(&text(cursor)), &opts(dir.path()));
+        let st: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("phases/b/ckpt-000002/state.json")).unwrap(),
+        )
+        .unwrap();
+        st["sampler"]["sources"][0]["drawn"].as_u64().unwrap()
+    };
+    // a drew 2 × 2 prompts; b draws 2 × 2 more, counted from a's position when kept.
+    assert_eq!(drawn("keep"), 8);
+    assert_eq!(drawn("reset"), 4);
+}

@@ -489,6 +489,38 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Continues the parent's position in the sources both phases draw from (same samples
+    /// after filtering), when the hand-off keeps the cursor.
+    fn handed_cursor(&self, p: &Phase, data: &mut Data) -> Result<()> {
+        if self.handoff(p).cursor != Carry::Keep {
+            return Ok(());
+        }
+        let Some(parent) = p.parents.first() else {
+            return Ok(());
+        };
+        let st = self.ckpt_state(parent)?;
+        let Ok(theirs) = serde_json::from_value::<crate::data::SamplerState>(st.sampler) else {
+            return Ok(());
+        };
+        let mut mine = data.sampler.state().clone();
+        let mut kept = 0;
+        for cur in &mut mine.sources {
+            if let Some(t) = theirs
+                .sources
+                .iter()
+                .find(|t| t.name == cur.name && t.fingerprint == cur.fingerprint)
+            {
+                *cur = t.clone();
+                kept += 1;
+            }
+        }
+        if kept == 0 {
+            tracing::warn!(phase = %p.id, "cursor hand-off: no source shared with {parent}");
+            return Ok(());
+        }
+        data.sampler.set_state(mine).map_err(|e| perr(&p.id, e))
+    }
+
     /// Where the phase's reference weights live: the parent's reference when kept,
     /// otherwise the phase's start.
     fn reference_at(&self, p: &Phase, start: &str) -> Result<String> {
@@ -716,13 +748,15 @@ fn execute(
             )
             .map_err(|e| perr(&p.id, e))?;
             ctx.handed_optimizer(p, &mut opt)?;
+            let mut data = Data::new(
+                &p.id,
+                ctx.sampler_spec(p, s.batch_size as usize, steps),
+                pools,
+            )?;
+            ctx.handed_cursor(p, &mut data)?;
             Box::new(SftTrainer {
                 phase: p.id.clone(),
-                data: Data::new(
-                    &p.id,
-                    ctx.sampler_spec(p, s.batch_size as usize, steps),
-                    pools,
-                )?,
+                data,
                 policy,
                 opt,
                 max_tokens: s.max_tokens as usize,
@@ -782,13 +816,15 @@ fn execute(
                 seed: p.seed,
                 phase: phase_key(&p.id),
             };
+            let mut data = Data::new(
+                &p.id,
+                ctx.sampler_spec(p, g.prompts_per_step as usize, steps),
+                pools,
+            )?;
+            ctx.handed_cursor(p, &mut data)?;
             Box::new(GrpoTrainer {
                 phase: p.id.clone(),
-                data: Data::new(
-                    &p.id,
-                    ctx.sampler_spec(p, g.prompts_per_step as usize, steps),
-                    pools,
-                )?,
+                data,
                 policy,
                 reference,
                 opt,
