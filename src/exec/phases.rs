@@ -304,6 +304,8 @@ impl PhaseTrainer for GrpoTrainer {
             (keys::TOKENS_PER_S.to_string(), m.tokens_per_s),
             ("truncated_frac".to_string(), m.truncated_frac),
             ("dropped_groups".to_string(), m.dropped_groups as f64),
+            ("groups_trained".to_string(), m.groups_trained as f64),
+            ("retries".to_string(), m.retries as f64),
             ("time/rollout_s".to_string(), m.rollout_s),
             ("time/reward_s".to_string(), m.reward_s),
             ("time/update_s".to_string(), m.update_s),
