@@ -314,7 +314,18 @@ impl Ctx<'_> {
                 }
             }
         }
+        // Phases before the probe (the probe itself, a warm-up) have no table yet.
+        let probed = |stage: &str| {
+            stage != p.id
+                && self
+                    .manifest
+                    .get(stage)
+                    .is_some_and(|r| r.status == PhaseStatus::Done)
+        };
         if let LevelSource::Probe { stage } = &p.difficulty.source {
+            if !probed(stage) {
+                return Ok(table);
+            }
             let st = self.ckpt_state(stage)?;
             let t: PassRateTable =
                 serde_json::from_value(st.pass_rates).map_err(|e| perr(&p.id, e))?;
@@ -694,10 +705,13 @@ fn execute(
     if p.kind == PhaseKind::Eval {
         return eval_phase(ctx, p, index, global, seed_ctx);
     }
-    let stop = p
-        .stop
-        .as_ref()
-        .ok_or_else(|| perr(&p.id, "has no stop condition"))?;
+    // A probe without a stop condition measures every sample once.
+    let default_probe_stop = Stop::Epochs { n: 1.0 };
+    let stop = match (&p.stop, p.kind) {
+        (Some(s), _) => s,
+        (None, PhaseKind::Probe) => &default_probe_stop,
+        (None, _) => return Err(perr(&p.id, "has no stop condition")),
+    };
     let cond = stop_cond(stop);
     cond.validate().map_err(|e| perr(&p.id, e))?;
     let (mut policy, start) = ctx.start_policy(p)?;
@@ -844,6 +858,7 @@ fn execute(
                 data: Data::new(&p.id, ctx.sampler_spec(p, 8, steps), pools)?,
                 policy,
                 rewards: rewards(p)?,
+                batch: 8,
                 k: pr.rollouts as usize,
                 params: SamplingParams {
                     temperature: pr.temperature,
