@@ -556,7 +556,7 @@ pub fn run_plan(
     let rd = RunDir::create(&opts.run_dir)?;
     let device_spec = opts.device.clone().unwrap_or_else(|| plan.device.clone());
     let device =
-        crate::model::device(&device_spec).map_err(|_| ExecError::Device(device_spec.clone()))?;
+        crate::model::device(&device_spec).map_err(|e| ExecError::Device(e.to_string()))?;
     let mut manifest = Manifest::load(&rd.manifest())?.unwrap_or_else(|| Manifest::new(&plan.name));
     manifest.curriculum = plan.name.clone();
     write_atomic(&rd.root().join("plan.json"), plan.to_json().as_bytes())?;
