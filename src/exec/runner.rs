@@ -8,6 +8,10 @@
 //! until the stop condition holds, checkpointing every N steps and at the end, and record
 //! why it stopped. Phases are keyed by id, so every child of a phase reads the same final
 //! checkpoint: two ablation arms from one warm-up share it.
+//!
+//! Limits: eval phases read the built-in suite's held-out split (JSONL sources have none);
+//! the pass-rate table is filled by probe phases and handed on, not updated from GRPO
+//! rollouts; the LR schedule position travels with the optimizer state.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -481,6 +485,16 @@ impl Ctx<'_> {
     /// Restores the parent's optimiser moments when the hand-off keeps them.
     fn handed_optimizer(&self, p: &Phase, opt: &mut AdamW) -> Result<()> {
         let h = self.handoff(p);
+        // The optimiser's step count drives both bias correction and the LR schedule, so
+        // the schedule position travels with the moments.
+        if h.lr_schedule != h.optimizer && !p.parents.is_empty() {
+            tracing::warn!(
+                phase = %p.id,
+                "the LR schedule position is carried with the optimizer state: hand-off \
+                 optimizer = {:?} decides both",
+                h.optimizer
+            );
+        }
         if h.optimizer != Carry::Keep {
             return Ok(());
         }
