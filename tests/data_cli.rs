@@ -1,26 +1,37 @@
 //! `curric data preview` and `curric data export` end to end.
 
-use std::process::Command;
-
+use clap::Parser;
+use curric::cli::{Cli, Command};
+use curric::data::cli::execute;
 use curric::data::jsonl::{self, ReadOptions};
+use curric::data::DataError;
 
-fn curric() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_curric"))
+/// Parses a command line as the binary does and runs it in-process (the binary in a shared
+/// target directory may be another checkout's).
+fn curric(args: &[&str]) -> Result<String, DataError> {
+    let cli = Cli::try_parse_from(std::iter::once("curric").chain(args.iter().copied()))
+        .expect("arguments parse");
+    match cli.command {
+        Command::Data(cmd) => execute(cmd),
+        other => panic!("not a data command: {other:?}"),
+    }
 }
 
 #[test]
 fn export_writes_all_capabilities_and_levels_with_valid_images() {
     let dir = tempfile::tempdir().unwrap();
-    let out = curric()
-        .args(["data", "export", "--out"])
-        .arg(dir.path())
-        .args(["--n", "3"])
-        .output()
-        .unwrap();
+    let msg = curric(&[
+        "data",
+        "export",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--n",
+        "3",
+    ])
+    .unwrap();
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        msg.starts_with("wrote 27 samples (18 images) in 9 files"),
+        "{msg}"
     );
     for cap in ["perception", "text_reasoning", "visual_reasoning"] {
         for level in ["easy", "medium", "hard"] {
@@ -58,17 +69,15 @@ fn export_writes_all_capabilities_and_levels_with_valid_images() {
 fn preview_writes_a_contact_sheet_png() {
     let dir = tempfile::tempdir().unwrap();
     let png = dir.path().join("sheet.png");
-    let out = curric()
-        .args(["data", "preview", "--out"])
-        .arg(&png)
-        .args(["--seed", "4"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    curric(&[
+        "data",
+        "preview",
+        "--out",
+        png.to_str().unwrap(),
+        "--seed",
+        "4",
+    ])
+    .unwrap();
     let img = image::open(&png).unwrap().to_rgb8();
     // 6 tiles of 216 px with 8 px gaps across, 3 rows of 192 + 8 + 130 px down.
     assert_eq!(img.dimensions(), (8 + 6 * 224, 8 + 3 * 338));
@@ -82,10 +91,6 @@ fn preview_writes_a_contact_sheet_png() {
 
 #[test]
 fn export_to_an_unwritable_place_fails_with_a_message() {
-    let out = curric()
-        .args(["data", "export", "--out", "/proc/curric-nope", "--n", "1"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/proc/curric-nope"));
+    let err = curric(&["data", "export", "--out", "/proc/curric-nope", "--n", "1"]).unwrap_err();
+    assert!(err.to_string().contains("/proc/curric-nope"), "{err}");
 }

@@ -179,3 +179,24 @@ fn missing_file_is_an_io_error_naming_it() {
     let err = jsonl::read(Path::new("/nonexistent/x.jsonl"), &ReadOptions::default()).unwrap_err();
     assert!(err.to_string().starts_with("/nonexistent/x.jsonl"));
 }
+
+#[test]
+fn write_then_read_keeps_pass_rates_and_extra_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = curric::data::Capability::new("perception");
+    let mut samples = curric::data::suite::generate(&cap, Level::Easy, 3, 1).unwrap();
+    samples[1].pass_rate = Some(0.625);
+    samples[2]
+        .extra
+        .insert("note".into(), serde_json::json!({"k": [1, 2]}));
+    let path = dir.path().join("sub/out.jsonl");
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let written = jsonl::write(&path, "imgs", &samples).unwrap();
+    assert_eq!(written.len(), 3);
+    assert!(written[0].starts_with(dir.path().join("sub/imgs")));
+    let back = jsonl::read(&path, &ReadOptions::default()).unwrap().samples;
+    assert_eq!(back[0].pass_rate, None);
+    assert_eq!(back[1].pass_rate, Some(0.625));
+    assert_eq!(back[2].extra["note"]["k"][1], 2);
+    assert_eq!(back[2].extra["family"], samples[2].extra["family"]);
+}

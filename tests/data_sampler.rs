@@ -322,6 +322,12 @@ fn adarft_target_follows_reward_and_picks_nearest() {
         Some(0.0),
         "clipped at the minimum"
     );
+    s.feedback(f64::NAN);
+    assert_eq!(
+        s.target_difficulty("r"),
+        Some(0.0),
+        "non-finite rewards are ignored"
+    );
     assert_eq!(step_ids(&mut s, 1), ["p8"]);
 }
 
@@ -377,6 +383,19 @@ fn resumed_sampler_draws_what_an_uninterrupted_one_would() {
         got.extend(run(&mut resumed, 5..12));
         assert_eq!(got, expected, "{order:?}");
         assert_eq!(resumed.state(), whole.state());
+
+        // set_state on a fresh sampler over the same pools continues the same way.
+        let mut first = Sampler::new(sp.clone(), pools()).unwrap();
+        let head = run(&mut first, 0..5);
+        let saved: SamplerState =
+            serde_json::from_str(&serde_json::to_string(first.state()).unwrap()).unwrap();
+        let mut fresh = Sampler::new(sp.clone(), pools()).unwrap();
+        fresh.set_state(saved).unwrap();
+        assert_eq!(
+            [head, run(&mut fresh, 5..12)].concat(),
+            expected,
+            "{order:?}"
+        );
     }
 }
 
@@ -386,8 +405,12 @@ fn resume_refuses_other_data() {
     let mut s = Sampler::new(sp.clone(), vec![pool("a", 5)]).unwrap();
     s.next_step();
     let state = s.state().clone();
-    let err = Sampler::resume(sp, vec![pool("a", 6)], state).unwrap_err();
+    let err = Sampler::resume(sp.clone(), vec![pool("a", 6)], state.clone()).unwrap_err();
     assert!(err.to_string().contains("changed"), "{err}");
+    let mut tampered = state;
+    tampered.sources[0].order[0] = 99;
+    let err = Sampler::resume(sp, vec![pool("a", 5)], tampered).unwrap_err();
+    assert!(err.to_string().contains("does not fit"), "{err}");
 }
 
 #[test]

@@ -39,6 +39,10 @@ fn every_sample_uses_only_vocabulary_words() {
         for level in Level::ALL {
             for s in suite::generate(&cap, level, 150, 5).unwrap() {
                 let text = format!("{} {} {}", s.problem, s.trace.as_deref().unwrap(), s.answer);
+                // Written as the model's detokenizer joins tokens: no space before punctuation.
+                for p in [" ,", " .", " :", " ?"] {
+                    assert!(!text.contains(p), "`{p}` in {text}");
+                }
                 for w in split_words(&text) {
                     assert!(
                         vocab.contains(&w),
@@ -107,6 +111,22 @@ fn levels_differ_in_difficulty_knobs() {
         (steps(Level::Easy), steps(Level::Medium), steps(Level::Hard)),
         (1, 2, 3)
     );
+}
+
+#[test]
+fn reference_traces_mention_every_key_word() {
+    // keyword_recall on the reference completion is 1: the reward is attainable.
+    for cap in suite::capabilities() {
+        for level in Level::ALL {
+            for s in suite::generate(&cap, level, 100, 8).unwrap() {
+                let trace = s.trace.as_deref().unwrap().to_lowercase();
+                assert!(!s.key_words.is_empty(), "{}", s.id);
+                for k in &s.key_words {
+                    assert!(trace.contains(&k.to_lowercase()), "`{k}` not in `{trace}`");
+                }
+            }
+        }
+    }
 }
 
 #[test]

@@ -591,6 +591,14 @@ pub fn resolve(
         &rewards,
     );
 
+    if stages.is_empty() && !ctx.diags.iter().any(|d| d.is_error()) {
+        ctx.push(
+            Diag::error(ErrorKind::MissingKey, file.span, "the curriculum has no stages")
+                .label("nothing to run")
+                .help("add a stage, e.g. `stage perception { mix = SOURCE  reward = NAME  stop = epochs(1) }`"),
+        );
+    }
+
     let diags = dedup(ctx.diags);
     let curriculum = Curriculum {
         name,
@@ -1452,12 +1460,12 @@ fn stage(
                 Diag::error(
                     ErrorKind::KeyNotAllowed,
                     a.key.span,
-                    format!("`{k}` does not apply to a {} stage", serde_plain(&kind)),
+                    format!("`{k}` does not apply to {} stage", a_kind(kind)),
                 )
-                .label(format!("not a {} setting", serde_plain(&kind)))
+                .label(format!("not {} setting", a_kind(kind)))
                 .help(format!(
-                    "a {} stage takes: {}",
-                    serde_plain(&kind),
+                    "{} stage takes: {}",
+                    a_kind(kind),
                     allowed.join(", ")
                 )),
             );
@@ -1909,6 +1917,17 @@ fn stage(
     )
 }
 
+/// "an sft", "a grpo": the kind with its article.
+fn a_kind(k: PhaseKind) -> String {
+    let name = serde_plain(&k);
+    let article = if k == PhaseKind::Sft || k == PhaseKind::Eval {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {name}")
+}
+
 fn paren_if_and(s: &Stop) -> String {
     match s {
         Stop::All { .. } => format!("({s})"),
@@ -2039,6 +2058,12 @@ fn graph_checks(
             }
             _ => {}
         }
+    }
+
+    // The remaining checks are warnings that errors above often cause (an unknown name makes
+    // its intended target look unused); report them only on an otherwise clean file.
+    if ctx.diags.iter().any(|d| d.is_error()) {
+        return;
     }
 
     // Levels no stage trains on.

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::suite::{self, Suite};
+use super::DataError;
 
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
@@ -28,29 +29,37 @@ pub enum DataCommand {
     },
 }
 
-pub fn run(cmd: DataCommand) -> ExitCode {
+/// Runs a subcommand; returns what to print on success.
+pub fn execute(cmd: DataCommand) -> Result<String, DataError> {
     let suite = Suite::default();
-    let result = match cmd {
-        DataCommand::Preview { out, seed } => suite::contact_sheet(&suite, seed).and_then(|img| {
-            img.save(&out).map_err(|e| super::DataError::Image {
+    match cmd {
+        DataCommand::Preview { out, seed } => {
+            let img = suite::contact_sheet(&suite, seed)?;
+            img.save(&out).map_err(|e| DataError::Image {
                 path: out.clone(),
                 message: e.to_string(),
             })?;
-            println!("wrote {}", out.display());
-            Ok(())
-        }),
-        DataCommand::Export { out, n, seed } => suite::export(&suite, &out, n, seed).map(|s| {
-            println!(
+            Ok(format!("wrote {}", out.display()))
+        }
+        DataCommand::Export { out, n, seed } => {
+            let s = suite::export(&suite, &out, n, seed)?;
+            Ok(format!(
                 "wrote {} samples ({} images) in {} files under {}",
                 s.samples,
                 s.images,
                 s.files.len(),
                 out.display()
-            );
-        }),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+            ))
+        }
+    }
+}
+
+pub fn run(cmd: DataCommand) -> ExitCode {
+    match execute(cmd) {
+        Ok(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

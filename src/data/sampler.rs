@@ -10,9 +10,10 @@
 //!
 //! Mixing is stratified, not i.i.d.: each draw credits every source with its current share
 //! `w_i / Σw` and takes the source with the largest credit (ties to the first), which then
-//! pays one draw back (smooth weighted round-robin). Over any run of draws a source's count
-//! stays within one of its exact share, and with constant weights whose shares are multiples
-//! of `1/k` every block of `k` draws has the exact proportions.
+//! pays one draw back (smooth weighted round-robin). With constant weights whose shares are
+//! multiples of `1/k`, every block of `k` draws has the exact proportions; otherwise a
+//! source's count stays within about one draw of its exact share (below 1 for two or three
+//! sources; a randomised check of up to 11 sources over 2000 draws saw at most 1.13).
 //!
 //! Each source walks its pool in epochs: an epoch visits every kept sample once, in the order
 //! the source's `OrderSpec` sets when the epoch starts (shuffled orders reshuffle each epoch).
@@ -357,36 +358,44 @@ impl Sampler {
         state: SamplerState,
     ) -> Result<Self, DataError> {
         let (pools, kept) = Self::prepare(&spec, pools)?;
-        if state.sources.len() != spec.sources.len() {
-            return Err(DataError::Sampler(format!(
-                "saved state has {} sources, the phase has {}",
-                state.sources.len(),
-                spec.sources.len()
-            )));
-        }
-        for (i, cur) in state.sources.iter().enumerate() {
-            let fp = fingerprint(&pools[i], &kept[i]);
-            if cur.name != spec.sources[i].name || cur.fingerprint != fp {
-                return Err(DataError::Sampler(format!(
-                    "source `{}` changed since the state was saved (different samples or filter)",
-                    spec.sources[i].name
-                )));
-            }
-            if cur.order.len() != kept[i].len()
-                || (cur.position >= cur.order.len() && !cur.order.is_empty())
-            {
-                return Err(DataError::Sampler(format!(
-                    "saved cursor of `{}` does not fit its pool",
-                    cur.name
-                )));
-            }
-        }
-        Ok(Sampler {
+        let mut sampler = Sampler {
+            state: state.clone(),
             spec,
             pools,
             kept,
-            state,
-        })
+        };
+        sampler.set_state(state)?;
+        Ok(sampler)
+    }
+
+    /// Replaces the cursor with a saved one taken over the same spec and pools (what `resume`
+    /// does, without handing the pools over again). Refuses a state from other data.
+    pub fn set_state(&mut self, state: SamplerState) -> Result<(), DataError> {
+        if state.sources.len() != self.spec.sources.len() {
+            return Err(DataError::Sampler(format!(
+                "saved state has {} sources, the phase has {}",
+                state.sources.len(),
+                self.spec.sources.len()
+            )));
+        }
+        for (i, cur) in state.sources.iter().enumerate() {
+            let fp = fingerprint(&self.pools[i], &self.kept[i]);
+            let name = &self.spec.sources[i].name;
+            if &cur.name != name || cur.fingerprint != fp {
+                return Err(DataError::Sampler(format!(
+                    "source `{name}` changed since the state was saved (different samples or filter)"
+                )));
+            }
+            let len = self.kept[i].len();
+            let indices_fit = cur.order.iter().all(|&j| (j as usize) < len);
+            if cur.order.len() != len || !indices_fit || (cur.position >= len && len > 0) {
+                return Err(DataError::Sampler(format!(
+                    "saved cursor of `{name}` does not fit its pool"
+                )));
+            }
+        }
+        self.state = state;
+        Ok(())
     }
 
     fn prepare(
@@ -513,6 +522,10 @@ impl Sampler {
     /// Mean reward (on a 0–1 scale, like `beta`) of the last step's prompts, for adaptive
     /// orders (AdaRFT); other orders ignore it.
     pub fn feedback(&mut self, mean_reward: f64) {
+        // A NaN reward (a failed step) would poison the target for the rest of the phase.
+        if !mean_reward.is_finite() {
+            return;
+        }
         for (src, cur) in self.spec.sources.iter().zip(&mut self.state.sources) {
             if let (
                 OrderSpec::AdaRft {

@@ -4,13 +4,13 @@
 //!
 //! Seeds: completion `g` of the `i`-th sample drawn in step `step` of phase `phase` is sampled
 //! with `mix_seed(seed, phase, step, i, g)`: starting from a fixed constant, each of the five
-//! numbers in turn is folded in as h = splitmix64(h ^ x) — the data layer's `seed::mix`, so
-//! a seed means the same in both layers. Order matters, and every (phase, step, sample, g)
+//! numbers in turn is folded in as h = splitmix64(h ^ x) (`data::seed::mix`, so a seed
+//! means the same in both layers). Order matters, and every (phase, step, sample, g)
 //! gets its own stream.
 
 use std::time::Instant;
 
-use crate::data::Sample;
+use crate::data::{seed, Sample};
 use crate::model::{Completion, PolicyInput, PolicyModel, SamplingParams};
 use crate::reward::RewardSet;
 
@@ -24,26 +24,14 @@ pub enum RolloutError {
     EmptyGroup,
 }
 
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// The sampling seed of completion `g` of sample `sample` at (`seed`, `phase`, `step`).
 pub fn mix_seed(seed: u64, phase: u64, step: u64, sample: u64, g: u64) -> u64 {
-    [seed, phase, step, sample, g]
-        .iter()
-        .fold(0x243F_6A88_85A3_08D3, |h, &x| splitmix(h ^ x))
+    seed::mix(&[seed, phase, step, sample, g])
 }
 
-/// A stable 64-bit key of a phase name, for [`mix_seed`] (blake3, first 8 bytes LE).
+/// A stable 64-bit key of a phase name, for [`mix_seed`].
 pub fn phase_key(name: &str) -> u64 {
-    let h = blake3::hash(name.as_bytes());
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&h.as_bytes()[..8]);
-    u64::from_le_bytes(b)
+    seed::tag(name)
 }
 
 /// Where in a run a rollout happens; fixes its seeds.

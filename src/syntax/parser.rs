@@ -17,9 +17,31 @@ struct CurrParser;
 /// otherwise overflow the stack on `((((…` and no real curriculum nests more than a few levels.
 pub const MAX_DEPTH: usize = 64;
 
-/// Parses a whole `.curr` file.
+/// Stack for the parsing thread. pest's recursive descent takes tens of KB per nesting
+/// level in unoptimised builds, more than a 2 MB test thread has at [`MAX_DEPTH`]; the
+/// space is reserved, not committed, so a large value costs nothing.
+const PARSE_STACK: usize = 64 << 20;
+
+/// Parses a whole `.curr` file, on a thread with a known stack so that the depth limit holds
+/// whatever thread the caller runs on.
 pub fn parse(src: &str) -> Result<File, SyntaxError> {
     check_depth(src)?;
+    std::thread::scope(|scope| {
+        match std::thread::Builder::new()
+            .name("curric-parse".into())
+            .stack_size(PARSE_STACK)
+            .spawn_scoped(scope, || parse_here(src))
+        {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|_| presume(None, "a result from the parser thread")),
+            // No thread to be had: parse here, within the caller's stack.
+            Err(_) => parse_here(src),
+        }
+    })
+}
+
+fn parse_here(src: &str) -> Result<File, SyntaxError> {
     let mut pairs = CurrParser::parse(Rule::file, src).map_err(from_pest)?;
     let file = presume(pairs.next(), "a file")?;
     let span = span_of(&file);

@@ -7,6 +7,18 @@
 //! the content space is partitioned by a hash of (problem, image pixels) — one quarter of it
 //! belongs to eval, the rest to train — and a draw that lands in the other split's part is
 //! redrawn. No eval problem can therefore ever equal a train problem.
+//!
+//! Families (see `tasks.rs` for the knobs per level):
+//!
+//! | capability | easy | medium | hard |
+//! |---|---|---|---|
+//! | perception (1–3 / 3–5 / 5–8 objects) | count by colour or shape, colour of a shape, exists, describe | + left/right/above/below | + small/large |
+//! | text_reasoning (numbers ≤ 9 / 20 / 50) | one-step add/subtract, two boxes | two steps, three boxes | bags × each then two steps, boxes after a change |
+//! | visual_reasoning (2–4 / 4–6 / 6–8 objects) | count then add, compare two colours | total of two colours, compare shapes, difference | most frequent colour, points (count × worth, summed), difference |
+//!
+//! Example (visual_reasoning, hard): `<image> Each red shape is worth 3 points and each blue
+//! shape is worth 2 points. How many points are there in total? Answer with a number.` with
+//! trace `<think> red 2 * 3 = 6, blue 1 * 2 = 2, 6 + 2 = 8 </think> \boxed{8}`.
 
 mod preview;
 mod scene;

@@ -218,7 +218,7 @@ fn list_or_none(items: &[&str]) -> String {
     if items.is_empty() {
         "none".to_string()
     } else {
-        items.join(" , ")
+        items.join(", ")
     }
 }
 
@@ -247,7 +247,7 @@ fn image_task<R: Rng>(
                 family,
                 format!("<image> How many {c} shapes are there? Answer with a number."),
                 n.to_string(),
-                format!("{c} shapes : {} . count {n}", list_or_none(&members)),
+                format!("{c} shapes: {}. count {n}", list_or_none(&members)),
                 kw,
             )
         }
@@ -265,7 +265,7 @@ fn image_task<R: Rng>(
                 family,
                 format!("<image> How many {p} are there? Answer with a number."),
                 n.to_string(),
-                format!("{p} : {} . count {n}", list_or_none(&members)),
+                format!("{p}: {}. count {n}", list_or_none(&members)),
                 kw,
             )
         }
@@ -281,7 +281,7 @@ fn image_task<R: Rng>(
                 format!("<image> What colour is the {s}? Answer with a colour."),
                 c.to_string(),
                 format!("the {s} is {c}"),
-                vec![o.name()],
+                vec![s.to_string(), c.to_string()],
             )
         }
         Family::AttributeSize => {
@@ -336,7 +336,7 @@ fn image_task<R: Rng>(
                     family,
                     format!("<image> Is the {an} left or right of the {bn}? Answer left or right."),
                     ans.to_string(),
-                    format!("{an} column {x} , {bn} column {y} , {x} {rel} {y}"),
+                    format!("{an} column {x}, {bn} column {y}, {x} {rel} {y}"),
                     vec![an, bn],
                 )
             } else {
@@ -350,7 +350,7 @@ fn image_task<R: Rng>(
                     family,
                     format!("<image> Is the {an} above or below the {bn}? Answer above or below."),
                     ans.to_string(),
-                    format!("{an} row {x} , {bn} row {y} , {x} {rel} {y}"),
+                    format!("{an} row {x}, {bn} row {y}, {x} {rel} {y}"),
                     vec![an, bn],
                 )
             }
@@ -374,7 +374,7 @@ fn image_task<R: Rng>(
                 family,
                 format!("<image> You add {k} more {p}. How many {p} are there now? Answer with a number."),
                 (n + k).to_string(),
-                format!("{p} {n} , {n} + {k} = {}", n + k),
+                format!("{p} {n}, {n} + {k} = {}", n + k),
                 vec![shape.word().to_string()],
             )
         }
@@ -390,7 +390,7 @@ fn image_task<R: Rng>(
                 family,
                 format!("<image> Are there more {aw} shapes or {bw} shapes? Answer {aw} or {bw}."),
                 win.to_string(),
-                format!("{aw} {na} , {bw} {nb} , {na} {rel} {nb}"),
+                format!("{aw} {na}, {bw} {nb}, {na} {rel} {nb}"),
                 vec![aw.to_string(), bw.to_string()],
             )
         }
@@ -402,7 +402,7 @@ fn image_task<R: Rng>(
                 family,
                 format!("<image> How many {aw} shapes and {bw} shapes are there in total? Answer with a number."),
                 (na + nb).to_string(),
-                format!("{aw} {na} , {bw} {nb} , {na} + {nb} = {}", na + nb),
+                format!("{aw} {na}, {bw} {nb}, {na} + {nb} = {}", na + nb),
                 vec![aw.to_string(), bw.to_string()],
             )
         }
@@ -426,7 +426,7 @@ fn image_task<R: Rng>(
                     b.word()
                 ),
                 win.to_string(),
-                format!("{ap} {na} , {bp} {nb} , {na} {rel} {nb}"),
+                format!("{ap} {na}, {bp} {nb}, {na} {rel} {nb}"),
                 vec![a.word().to_string(), b.word().to_string()],
             )
         }
@@ -443,7 +443,7 @@ fn image_task<R: Rng>(
                 family,
                 format!("<image> How many more {aw} shapes than {bw} shapes are there? Answer with a number."),
                 (na - nb).to_string(),
-                format!("{aw} {na} , {bw} {nb} , {na} - {nb} = {}", na - nb),
+                format!("{aw} {na}, {bw} {nb}, {na} - {nb} = {}", na - nb),
                 vec![aw.to_string(), bw.to_string()],
             )
         }
@@ -462,7 +462,7 @@ fn image_task<R: Rng>(
                 .iter()
                 .map(|(c, n)| format!("{} {n}", c.word()))
                 .collect::<Vec<_>>()
-                .join(" , ");
+                .join(", ");
             task(
                 family,
                 "<image> Which colour appears most often? Answer with a colour.".to_string(),
@@ -481,7 +481,7 @@ fn image_task<R: Rng>(
                 family,
                 format!("<image> Each {aw} shape is worth {pa} points and each {bw} shape is worth {pb} points. How many points are there in total? Answer with a number."),
                 (ta + tb).to_string(),
-                format!("{aw} {na} * {pa} = {ta} , {bw} {nb} * {pb} = {tb} , {ta} + {tb} = {}", ta + tb),
+                format!("{aw} {na} * {pa} = {ta}, {bw} {nb} * {pb} = {tb}, {ta} + {tb} = {}", ta + tb),
                 vec![aw.to_string(), bw.to_string()],
             )
         }
@@ -549,7 +549,7 @@ fn arithmetic_task<R: Rng>(rng: &mut R, steps: usize, item: &str, max: u32) -> T
         Family::Arithmetic,
         sentences.join(" "),
         value.to_string(),
-        work.join(" , "),
+        work.join(", "),
         vec![value.to_string()],
     )
 }
@@ -622,7 +622,7 @@ fn compare_task<R: Rng>(rng: &mut R, steps: usize, item: &str, max: u32) -> Task
         Family::Compare,
         problem.join(" "),
         BOXES[best].to_string(),
-        work.join(" , "),
+        work.join(", "),
         vec![BOXES[best].to_string()],
     )
 }
