@@ -65,9 +65,9 @@ pub struct BenchRow {
     pub params: usize,
     pub new_tokens: usize,
     pub rollout_tok_s_cache: f64,
-    /// Measured on a quarter of the batch (recomputing the prefix is slow).
+    /// Measured on 2 (quick) or 4 prompts' groups: recomputing the prefix is slow.
     pub rollout_tok_s_nocache: f64,
-    /// Cached over uncached tokens/s, on the same quarter batch.
+    /// Cached over uncached tokens/s, on the same partial batch.
     pub kv_speedup: f64,
     pub update_ms: f64,
     pub matmul_ms: f64,
@@ -262,12 +262,11 @@ fn bench_preset(name: &str, quick: bool, dev: &Device) -> Result<BenchRow, Model
     // Warm up allocator and kernels.
     rollout(&p, &inputs[..GROUP], &seeds[..GROUP], 2, true)?;
     let (tok_cache, roll_secs, comps) = rollout(&p, &inputs, &seeds, new_tokens, true)?;
-    // Recomputing the prefix is slow: measure it on a quarter of the batch.
-    let quarter = inputs.len() / 4;
-    let (tok_nocache, _, _) =
-        rollout(&p, &inputs[..quarter], &seeds[..quarter], new_tokens, false)?;
-    // Compare like with like: the cached rollout on the same quarter batch.
-    let (tok_cache_q, _, _) = rollout(&p, &inputs[..quarter], &seeds[..quarter], new_tokens, true)?;
+    // Recomputing the prefix is slow: measure it on a part of the batch (whole groups).
+    let part = if quick { 2 * GROUP } else { 4 * GROUP };
+    let (tok_nocache, _, _) = rollout(&p, &inputs[..part], &seeds[..part], new_tokens, false)?;
+    // Compare like with like: the cached rollout on the same partial batch.
+    let (tok_cache_part, _, _) = rollout(&p, &inputs[..part], &seeds[..part], new_tokens, true)?;
 
     let adv: Vec<f32> = (0..inputs.len())
         .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
@@ -280,7 +279,7 @@ fn bench_preset(name: &str, quick: bool, dev: &Device) -> Result<BenchRow, Model
             ..Default::default()
         },
     )?;
-    let steps = if quick { 2 } else { 4 };
+    let steps = if quick { 1 } else { 3 };
     update_step(&p, &mut opt, &inputs, &comps, &adv)?;
     let mut update_ms = f64::INFINITY;
     for _ in 0..steps {
@@ -304,14 +303,14 @@ fn bench_preset(name: &str, quick: bool, dev: &Device) -> Result<BenchRow, Model
     let comp = comps.iter().map(Vec::len).max().unwrap_or(0);
     let images = inputs.iter().filter(|i| i.image.is_some()).count();
     let shapes = matmul_shapes(p.config(), inputs.len(), prompt_len + comp, comp, images);
-    let matmul_ms = time_matmuls(&shapes, dev, if quick { 2 } else { 3 })?;
+    let matmul_ms = time_matmuls(&shapes, dev, if quick { 1 } else { 2 })?;
     Ok(BenchRow {
         preset: name.to_string(),
         params: p.num_params(),
         new_tokens,
         rollout_tok_s_cache: tok_cache,
         rollout_tok_s_nocache: tok_nocache,
-        kv_speedup: tok_cache_q / tok_nocache,
+        kv_speedup: tok_cache_part / tok_nocache,
         update_ms,
         matmul_ms,
         grpo_samples_s: inputs.len() as f64 / (roll_secs + update_ms / 1e3),
@@ -336,7 +335,7 @@ pub fn peak_rss_mib() -> f64 {
 pub fn render(rows: &[BenchRow]) -> String {
     let mut s = format!(
         "batch: {GROUP} completions x {PROMPTS} prompts; update = logprobs + backward + AdamW;\n\
-         no-kv measured on a quarter batch, kv x = kv / no-kv on that same quarter batch\n"
+         no-kv measured on 2-4 prompts' groups, kv x = kv / no-kv on that same partial batch\n"
     );
     s.push_str(&format!(
         "{:<7} {:>10} {:>7} {:>12} {:>12} {:>7} {:>10} {:>10} {:>9} {:>10} {:>9}\n",
