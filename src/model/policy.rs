@@ -115,12 +115,7 @@ impl Policy {
             };
             var.set(&t)?;
         }
-        Ok(p.with_frozen_default())
-    }
-
-    fn with_frozen_default(mut self) -> Self {
-        self.frozen.clear();
-        self
+        Ok(p)
     }
 
     /// Builds the variables for `cfg` (values unspecified) and the model over them.
