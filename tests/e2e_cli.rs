@@ -127,6 +127,10 @@ fn crash_resume_plan_status_and_report() {
         "warmup stopped at step 4: steps(4)"
     );
 
+    let o = curric(&["run", "cli.curr", "--device", "gpu"], dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("invalid device `gpu`"), "{}", text(&o));
+
     let o = curric(&["report", "nowhere"], dir.path());
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("no manifest.toml"), "{}", text(&o));

@@ -260,3 +260,97 @@ fn kill_and_resume_gives_identical_weights_even_past_a_corrupt_checkpoint() {
         "weights after fallback differ"
     );
 }
+
+#[test]
+fn a_kept_cursor_continues_the_parents_position() {
+    let text = |cursor: &str| {
+        format!(
+            r#"
+name  = "cursor"
+seed  = 2
+model = tiny_vlm(nano)
+device = cpu
+source s {{ suite = perception  n = 4 }}
+stage a {{ kind = sft  mix = s  batch_size = 2  stop = steps(2) }}
+stage b {{
+  kind = sft  mix = s  batch_size = 2  stop = steps(2)
+  after = a
+  handoff a {{ cursor = {cursor} }}
+}}
+"#
+        )
+    };
+    let drawn = |cursor: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        run(&plan_of(&text(cursor)), &opts(dir.path()));
+        let st: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("phases/b/ckpt-000002/state.json")).unwrap(),
+        )
+        .unwrap();
+        st["sampler"]["sources"][0]["drawn"].as_u64().unwrap()
+    };
+    // a drew 2 × 2 prompts; b draws 2 × 2 more, counted from a's position when kept.
+    assert_eq!(drawn("keep"), 8);
+    assert_eq!(drawn("reset"), 4);
+}
+
+/// Method A in miniature: warm-up → probe (K rollouts per sample) → GRPO on the level the
+/// probe's pass-rate table puts the samples in.
+#[test]
+fn probe_pass_rates_feed_the_next_phases_levels() {
+    let text = r#"
+name  = "probe"
+seed  = 4
+model = tiny_vlm(nano)
+device = cpu
+source pool { suite = perception  n = 2  seed = 9 }
+reward acc = 1.0 accuracy(boxed)
+difficulty {
+  from   = probe(probe)
+  easy   = 1.0 .. 1.0
+  medium = 0.5 .. 0.5
+  hard   = 0.0 .. 0.0
+}
+defaults { group_size = 2  prompts_per_step = 2  beta = 0  max_new_tokens = 4 }
+stage warmup { kind = sft  mix = pool  batch_size = 2  stop = steps(1) }
+stage probe {
+  kind = probe  after = warmup  mix = pool  reward = acc
+  rollouts = 2  max_new_tokens = 4  pass_threshold = 0.5
+}
+stage rl { kind = grpo  after = probe  mix = pool  reward = acc  levels = [hard]  stop = steps(2) }
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&plan_of(text), &opts(dir.path()));
+    assert_eq!(ran(&out), ["warmup", "probe", "rl"]);
+    let m = Manifest::load(&dir.path().join("manifest.toml"))
+        .unwrap()
+        .unwrap();
+    // 6 samples (2 per level), 8 per probe step: one step covers the epoch.
+    assert_eq!(
+        m.get("probe").unwrap().stop_reason.as_deref(),
+        Some("probe stopped at step 1: epochs(1)")
+    );
+    let probe_ckpt = dir
+        .path()
+        .join(m.get("probe").unwrap().checkpoint.as_ref().unwrap());
+    let table: curric::data::PassRateTable = curric::data::PassRateTable::from_json(
+        &std::fs::read_to_string(probe_ckpt.join("pass_rates.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(table.len(), 6);
+    assert!(table.records.values().all(|r| r.attempts == 2));
+    // rl kept the table (hand-off default) and drew only from its hard samples.
+    let st: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("phases/rl/ckpt-000002/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(st["pass_rates"]["records"].as_object().unwrap().len(), 6);
+    let hard = table.records.values().filter(|r| r.successes == 0).count();
+    assert_eq!(
+        st["sampler"]["sources"][0]["order"]
+            .as_array()
+            .unwrap()
+            .len(),
+        hard
+    );
+}

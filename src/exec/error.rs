@@ -36,7 +36,7 @@ pub enum ExecError {
     #[error("phase `{phase}`: {message}")]
     Phase { phase: String, message: String },
 
-    #[error("unknown device `{0}` (use `cpu` or `cuda:N`)")]
+    #[error("{0}")]
     Device(String),
 
     #[error("interrupted: {0}")]

@@ -304,6 +304,8 @@ impl PhaseTrainer for GrpoTrainer {
             (keys::TOKENS_PER_S.to_string(), m.tokens_per_s),
             ("truncated_frac".to_string(), m.truncated_frac),
             ("dropped_groups".to_string(), m.dropped_groups as f64),
+            ("groups_trained".to_string(), m.groups_trained as f64),
+            ("retries".to_string(), m.retries as f64),
             ("time/rollout_s".to_string(), m.rollout_s),
             ("time/reward_s".to_string(), m.reward_s),
             ("time/update_s".to_string(), m.update_s),
@@ -361,6 +363,8 @@ pub struct ProbeTrainer {
     pub policy: Policy,
     pub data: Data,
     pub rewards: RewardSet,
+    /// Samples probed per step.
+    pub batch: usize,
     pub k: usize,
     pub params: crate::model::SamplingParams,
     pub threshold: f64,
@@ -371,7 +375,19 @@ pub struct ProbeTrainer {
 impl PhaseTrainer for ProbeTrainer {
     fn step(&mut self, step: u64) -> Result<StepOutcome> {
         let t0 = Instant::now();
-        let samples = self.data.sampler.next_step_samples();
+        // Stop at the epoch's end, so that one epoch probes every sample exactly once.
+        let (mut drawn, mut size) = (0u64, 0u64);
+        for p in self.data.sampler.progress() {
+            drawn += p.drawn;
+            size += p.size as u64;
+        }
+        let left = if size == 0 { 0 } else { size - drawn % size };
+        let k = (self.batch as u64).min(left).max(1) as usize;
+        let picks = self.data.sampler.draw(k);
+        let samples: Vec<Sample> = picks
+            .iter()
+            .map(|d| self.data.sampler.sample(d).clone())
+            .collect();
         let ctx = SeedCtx { step, ..self.ctx };
         let (groups, times) = rollout(
             &self.policy,

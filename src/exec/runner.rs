@@ -314,7 +314,18 @@ impl Ctx<'_> {
                 }
             }
         }
+        // Phases before the probe (the probe itself, a warm-up) have no table yet.
+        let probed = |stage: &str| {
+            stage != p.id
+                && self
+                    .manifest
+                    .get(stage)
+                    .is_some_and(|r| r.status == PhaseStatus::Done)
+        };
         if let LevelSource::Probe { stage } = &p.difficulty.source {
+            if !probed(stage) {
+                return Ok(table);
+            }
             let st = self.ckpt_state(stage)?;
             let t: PassRateTable =
                 serde_json::from_value(st.pass_rates).map_err(|e| perr(&p.id, e))?;
@@ -489,6 +500,38 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Continues the parent's position in the sources both phases draw from (same samples
+    /// after filtering), when the hand-off keeps the cursor.
+    fn handed_cursor(&self, p: &Phase, data: &mut Data) -> Result<()> {
+        if self.handoff(p).cursor != Carry::Keep {
+            return Ok(());
+        }
+        let Some(parent) = p.parents.first() else {
+            return Ok(());
+        };
+        let st = self.ckpt_state(parent)?;
+        let Ok(theirs) = serde_json::from_value::<crate::data::SamplerState>(st.sampler) else {
+            return Ok(());
+        };
+        let mut mine = data.sampler.state().clone();
+        let mut kept = 0;
+        for cur in &mut mine.sources {
+            if let Some(t) = theirs
+                .sources
+                .iter()
+                .find(|t| t.name == cur.name && t.fingerprint == cur.fingerprint)
+            {
+                *cur = t.clone();
+                kept += 1;
+            }
+        }
+        if kept == 0 {
+            tracing::warn!(phase = %p.id, "cursor hand-off: no source shared with {parent}");
+            return Ok(());
+        }
+        data.sampler.set_state(mine).map_err(|e| perr(&p.id, e))
+    }
+
     /// Where the phase's reference weights live: the parent's reference when kept,
     /// otherwise the phase's start.
     fn reference_at(&self, p: &Phase, start: &str) -> Result<String> {
@@ -513,7 +556,7 @@ pub fn run_plan(
     let rd = RunDir::create(&opts.run_dir)?;
     let device_spec = opts.device.clone().unwrap_or_else(|| plan.device.clone());
     let device =
-        crate::model::device(&device_spec).map_err(|_| ExecError::Device(device_spec.clone()))?;
+        crate::model::device(&device_spec).map_err(|e| ExecError::Device(e.to_string()))?;
     let mut manifest = Manifest::load(&rd.manifest())?.unwrap_or_else(|| Manifest::new(&plan.name));
     manifest.curriculum = plan.name.clone();
     write_atomic(&rd.root().join("plan.json"), plan.to_json().as_bytes())?;
@@ -662,10 +705,13 @@ fn execute(
     if p.kind == PhaseKind::Eval {
         return eval_phase(ctx, p, index, global, seed_ctx);
     }
-    let stop = p
-        .stop
-        .as_ref()
-        .ok_or_else(|| perr(&p.id, "has no stop condition"))?;
+    // A probe without a stop condition measures every sample once.
+    let default_probe_stop = Stop::Epochs { n: 1.0 };
+    let stop = match (&p.stop, p.kind) {
+        (Some(s), _) => s,
+        (None, PhaseKind::Probe) => &default_probe_stop,
+        (None, _) => return Err(perr(&p.id, "has no stop condition")),
+    };
     let cond = stop_cond(stop);
     cond.validate().map_err(|e| perr(&p.id, e))?;
     let (mut policy, start) = ctx.start_policy(p)?;
@@ -716,13 +762,15 @@ fn execute(
             )
             .map_err(|e| perr(&p.id, e))?;
             ctx.handed_optimizer(p, &mut opt)?;
+            let mut data = Data::new(
+                &p.id,
+                ctx.sampler_spec(p, s.batch_size as usize, steps),
+                pools,
+            )?;
+            ctx.handed_cursor(p, &mut data)?;
             Box::new(SftTrainer {
                 phase: p.id.clone(),
-                data: Data::new(
-                    &p.id,
-                    ctx.sampler_spec(p, s.batch_size as usize, steps),
-                    pools,
-                )?,
+                data,
                 policy,
                 opt,
                 max_tokens: s.max_tokens as usize,
@@ -782,13 +830,15 @@ fn execute(
                 seed: p.seed,
                 phase: phase_key(&p.id),
             };
+            let mut data = Data::new(
+                &p.id,
+                ctx.sampler_spec(p, g.prompts_per_step as usize, steps),
+                pools,
+            )?;
+            ctx.handed_cursor(p, &mut data)?;
             Box::new(GrpoTrainer {
                 phase: p.id.clone(),
-                data: Data::new(
-                    &p.id,
-                    ctx.sampler_spec(p, g.prompts_per_step as usize, steps),
-                    pools,
-                )?,
+                data,
                 policy,
                 reference,
                 opt,
@@ -808,6 +858,7 @@ fn execute(
                 data: Data::new(&p.id, ctx.sampler_spec(p, 8, steps), pools)?,
                 policy,
                 rewards: rewards(p)?,
+                batch: 8,
                 k: pr.rollouts as usize,
                 params: SamplingParams {
                     temperature: pr.temperature,
