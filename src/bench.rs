@@ -25,20 +25,23 @@ pub struct BenchArgs {
     pub device: String,
 }
 
-/// Runs `curric bench` and prints its table.
+/// Runs `curric bench`, printing each preset's row as soon as it is measured.
 pub fn run_cli(args: BenchArgs) -> std::process::ExitCode {
     let result = crate::model::device(&args.device).and_then(|device| {
-        run(&BenchOptions {
+        let opts = BenchOptions {
             quick: args.quick,
             presets: args.presets,
             device,
-        })
+        };
+        print!("{}", header());
+        for name in presets(&opts) {
+            let row = bench_preset(&name, opts.quick, &opts.device)?;
+            print!("{}", row_line(&row));
+        }
+        Ok(())
     });
     match result {
-        Ok(rows) => {
-            print!("{}", render(&rows));
-            std::process::ExitCode::SUCCESS
-        }
+        Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             std::process::ExitCode::FAILURE
@@ -65,9 +68,9 @@ pub struct BenchRow {
     pub params: usize,
     pub new_tokens: usize,
     pub rollout_tok_s_cache: f64,
-    /// Measured on a quarter of the batch (recomputing the prefix is slow).
+    /// Measured on 2 (quick) or 4 prompts' groups: recomputing the prefix is slow.
     pub rollout_tok_s_nocache: f64,
-    /// Cached over uncached tokens/s, on the same quarter batch.
+    /// Cached over uncached tokens/s, on the same partial batch.
     pub kv_speedup: f64,
     pub update_ms: f64,
     pub matmul_ms: f64,
@@ -84,7 +87,14 @@ impl BenchRow {
 
 /// Runs the bench for every requested preset.
 pub fn run(opts: &BenchOptions) -> Result<Vec<BenchRow>, ModelError> {
-    let presets: Vec<String> = if opts.presets.is_empty() {
+    presets(opts)
+        .iter()
+        .map(|p| bench_preset(p, opts.quick, &opts.device))
+        .collect()
+}
+
+fn presets(opts: &BenchOptions) -> Vec<String> {
+    if opts.presets.is_empty() {
         let names: &[&str] = if opts.quick {
             &["nano", "micro"]
         } else {
@@ -93,11 +103,7 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<BenchRow>, ModelError> {
         names.iter().map(|s| s.to_string()).collect()
     } else {
         opts.presets.clone()
-    };
-    presets
-        .iter()
-        .map(|p| bench_preset(p, opts.quick, &opts.device))
-        .collect()
+    }
 }
 
 fn prompts() -> Vec<PolicyInput> {
@@ -262,12 +268,11 @@ fn bench_preset(name: &str, quick: bool, dev: &Device) -> Result<BenchRow, Model
     // Warm up allocator and kernels.
     rollout(&p, &inputs[..GROUP], &seeds[..GROUP], 2, true)?;
     let (tok_cache, roll_secs, comps) = rollout(&p, &inputs, &seeds, new_tokens, true)?;
-    // Recomputing the prefix is slow: measure it on a quarter of the batch.
-    let quarter = inputs.len() / 4;
-    let (tok_nocache, _, _) =
-        rollout(&p, &inputs[..quarter], &seeds[..quarter], new_tokens, false)?;
-    // Compare like with like: the cached rollout on the same quarter batch.
-    let (tok_cache_q, _, _) = rollout(&p, &inputs[..quarter], &seeds[..quarter], new_tokens, true)?;
+    // Recomputing the prefix is slow: measure it on a part of the batch (whole groups).
+    let part = if quick { 2 * GROUP } else { 4 * GROUP };
+    let (tok_nocache, _, _) = rollout(&p, &inputs[..part], &seeds[..part], new_tokens, false)?;
+    // Compare like with like: the cached rollout on the same partial batch.
+    let (tok_cache_part, _, _) = rollout(&p, &inputs[..part], &seeds[..part], new_tokens, true)?;
 
     let adv: Vec<f32> = (0..inputs.len())
         .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
@@ -280,7 +285,7 @@ fn bench_preset(name: &str, quick: bool, dev: &Device) -> Result<BenchRow, Model
             ..Default::default()
         },
     )?;
-    let steps = if quick { 2 } else { 4 };
+    let steps = if quick { 1 } else { 3 };
     update_step(&p, &mut opt, &inputs, &comps, &adv)?;
     let mut update_ms = f64::INFINITY;
     for _ in 0..steps {
@@ -304,14 +309,14 @@ fn bench_preset(name: &str, quick: bool, dev: &Device) -> Result<BenchRow, Model
     let comp = comps.iter().map(Vec::len).max().unwrap_or(0);
     let images = inputs.iter().filter(|i| i.image.is_some()).count();
     let shapes = matmul_shapes(p.config(), inputs.len(), prompt_len + comp, comp, images);
-    let matmul_ms = time_matmuls(&shapes, dev, if quick { 2 } else { 3 })?;
+    let matmul_ms = time_matmuls(&shapes, dev, if quick { 1 } else { 2 })?;
     Ok(BenchRow {
         preset: name.to_string(),
         params: p.num_params(),
         new_tokens,
         rollout_tok_s_cache: tok_cache,
         rollout_tok_s_nocache: tok_nocache,
-        kv_speedup: tok_cache_q / tok_nocache,
+        kv_speedup: tok_cache_part / tok_nocache,
         update_ms,
         matmul_ms,
         grpo_samples_s: inputs.len() as f64 / (roll_secs + update_ms / 1e3),
@@ -334,12 +339,18 @@ pub fn peak_rss_mib() -> f64 {
 
 /// The bench table.
 pub fn render(rows: &[BenchRow]) -> String {
-    let mut s = format!(
+    let mut s = header();
+    for r in rows {
+        s.push_str(&row_line(r));
+    }
+    s
+}
+
+fn header() -> String {
+    format!(
         "batch: {GROUP} completions x {PROMPTS} prompts; update = logprobs + backward + AdamW;\n\
-         no-kv measured on a quarter batch, kv x = kv / no-kv on that same quarter batch\n"
-    );
-    s.push_str(&format!(
-        "{:<7} {:>10} {:>7} {:>12} {:>12} {:>7} {:>10} {:>10} {:>9} {:>10} {:>9}\n",
+         no-kv measured on 2-4 prompts' groups, kv x = kv / no-kv on that same partial batch\n\
+         {:<7} {:>10} {:>7} {:>12} {:>12} {:>7} {:>10} {:>10} {:>9} {:>10} {:>9}\n",
         "preset",
         "params",
         "tokens",
@@ -351,22 +362,63 @@ pub fn render(rows: &[BenchRow]) -> String {
         "upd/mm",
         "samples/s",
         "peak MiB"
-    ));
-    for r in rows {
-        s.push_str(&format!(
-            "{:<7} {:>10} {:>7} {:>12.0} {:>12.0} {:>7.1} {:>10.1} {:>10.1} {:>9.2} {:>10.1} {:>9.0}\n",
-            r.preset,
-            r.params,
-            r.new_tokens,
-            r.rollout_tok_s_cache,
-            r.rollout_tok_s_nocache,
-            r.kv_speedup,
-            r.update_ms,
-            r.matmul_ms,
-            r.update_over_matmul(),
-            r.grpo_samples_s,
-            r.peak_mib
-        ));
+    )
+}
+
+fn row_line(r: &BenchRow) -> String {
+    format!(
+        "{:<7} {:>10} {:>7} {:>12.0} {:>12.0} {:>7.1} {:>10.1} {:>10.1} {:>9.2} {:>10.1} {:>9.0}\n",
+        r.preset,
+        r.params,
+        r.new_tokens,
+        r.rollout_tok_s_cache,
+        r.rollout_tok_s_nocache,
+        r.kv_speedup,
+        r.update_ms,
+        r.matmul_ms,
+        r.update_over_matmul(),
+        r.grpo_samples_s,
+        r.peak_mib
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_shapes_cover_forward_and_both_backward_products() {
+        let mut cfg = crate::model::config::preset("nano", 100).unwrap();
+        cfg.vision = None;
+        // nano decoder: d 96, 2 layers, 4 heads × 24, 2 kv heads, ffn 256, vocab 100.
+        // rows 2, seq 5, completion 3. Per layer: q 10·96·96, k and v 10·96·48 each, o 10·96·96,
+        // scores 2·2 groups × (2·5)·24·5 twice (QK and PV), gate/up/down 10·96·256 each;
+        // head 6·96·100.
+        let shapes = matmul_shapes(&cfg, 2, 5, 3, 0);
+        let macs: usize = shapes.iter().map(|[b, m, k, n]| b * m * k * n).sum();
+        let layer = 10 * 96 * 96 * 2 + 10 * 96 * 48 * 2 + 4 * 10 * 24 * 5 * 2 + 3 * 10 * 96 * 256;
+        let forward = 2 * layer + 6 * 96 * 100;
+        assert_eq!(shapes.len(), 3 * (2 * 9 + 1));
+        assert_eq!(macs, 3 * forward);
     }
-    s
+
+    #[test]
+    fn table_has_one_line_per_row() {
+        let row = BenchRow {
+            preset: "nano".into(),
+            params: 1,
+            new_tokens: 32,
+            rollout_tok_s_cache: 1000.0,
+            rollout_tok_s_nocache: 100.0,
+            kv_speedup: 10.0,
+            update_ms: 300.0,
+            matmul_ms: 100.0,
+            grpo_samples_s: 50.0,
+            peak_mib: 10.0,
+        };
+        assert!((row.update_over_matmul() - 3.0).abs() < 1e-12);
+        let t = render(&[row.clone(), row]);
+        assert_eq!(t.lines().count(), 5);
+        assert!(t.lines().nth(3).unwrap().starts_with("nano"));
+    }
 }

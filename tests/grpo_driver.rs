@@ -624,6 +624,11 @@ fn rollout_gives_k_scored_samples_per_prompt() {
         }
     }
     assert_eq!(times.tokens, tokens);
+    for g in &groups {
+        let right = g.rewards.iter().filter(|&&r| r == 1.0).count() as f32;
+        assert_eq!(g.success_rate(1.0), right / 8.0);
+        assert!((g.mean_reward() - right / 8.0).abs() < 1e-6);
+    }
     // Same context, same draws; a later step or a shifted sample index, different draws.
     let (again, _) = rollout(&policy, &samples, 8, &params, &accuracy_set(), ctx, 0).unwrap();
     assert_eq!(again[1].completions, groups[1].completions);

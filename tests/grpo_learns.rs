@@ -69,8 +69,8 @@ fn grpo_raises_the_tiny_vlm_reward() {
         sft_step(&policy, &mut opt, &inputs, &targets, step).unwrap();
     }
 
-    let mut opt = AdamW::new(
-        policy.trainable_vars(),
+    let mut opt = AdamW::new_named(
+        policy.named_trainable_vars(),
         AdamWConfig {
             schedule: LrSchedule::constant(1e-3),
             weight_decay: 0.0,

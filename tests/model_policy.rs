@@ -263,3 +263,36 @@ fn device_helper() {
         assert!(e.contains("cuda` feature"), "{e}");
     }
 }
+
+#[test]
+fn rows_sharing_an_image_match_rows_with_copies() {
+    let p = policy();
+    let img = image(3);
+    let copy = Arc::new((*img).clone());
+    let row = |im: Arc<RgbImage>| PolicyInput {
+        image: Some(im),
+        prompt: "<image> How many stars?".into(),
+    };
+    let comps = vec![
+        p.encode("\\boxed{2}").unwrap(),
+        p.encode("\\boxed{5}").unwrap(),
+    ];
+    let shared = p
+        .logprobs(&[row(img.clone()), row(img.clone())], &comps)
+        .unwrap();
+    let copied = p.logprobs(&[row(img), row(copy)], &comps).unwrap();
+    assert!(max_abs_diff(&shared.logp, &copied.logp) < 1e-6);
+    // Gradients through the shared vision tokens add up like those of the copies.
+    let g1 = shared.logp.sum_all().unwrap().backward().unwrap();
+    let g2 = copied.logp.sum_all().unwrap().backward().unwrap();
+    let (_, v) = p
+        .named_vars()
+        .into_iter()
+        .find(|(n, _)| n == "visual.patch_embed.proj.weight")
+        .unwrap();
+    let d = max_abs_diff(
+        g1.get(v.as_tensor()).unwrap(),
+        g2.get(v.as_tensor()).unwrap(),
+    );
+    assert!(d < 1e-5, "gradient differs by {d}");
+}

@@ -127,3 +127,137 @@ pub fn run_check(path: &Path) -> std::process::ExitCode {
         Err(code) => code,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "source p { suite = perception  n = 10 }\nreward r = accuracy\n";
+
+    fn check(extra: &str) -> Checked {
+        check_str(&format!("{BASE}{extra}"), "t.curr", None)
+    }
+
+    fn codes(c: &Checked) -> Vec<&'static str> {
+        c.report.diagnostics.iter().map(|d| d.code()).collect()
+    }
+
+    #[test]
+    fn bounded_stop_conditions() {
+        let plateau = Stop::Plateau {
+            window: 5,
+            delta: 0.1,
+        };
+        let steps = Stop::Steps { n: 10 };
+        assert!(Stop::Any {
+            any: vec![plateau.clone(), steps.clone()]
+        }
+        .is_bounded());
+        assert!(!Stop::All {
+            all: vec![plateau.clone(), steps.clone()]
+        }
+        .is_bounded());
+        assert!(!plateau.is_bounded());
+        // 30 samples × 2 epochs / 8 per step = 7.5 → 8 steps; `or` takes the earlier bound.
+        let s = Stop::Any {
+            any: vec![Stop::Epochs { n: 2.0 }, Stop::Steps { n: 20 }],
+        };
+        assert_eq!(s.step_bound(Some(30), 8), Some(8));
+        assert_eq!(Stop::Epochs { n: 1.0 }.step_bound(None, 8), None);
+        // `and` waits for the later one.
+        let a = Stop::All {
+            all: vec![Stop::MinSteps { n: 50 }, Stop::Samples { n: 80 }],
+        };
+        assert_eq!(a.step_bound(None, 8), Some(50));
+    }
+
+    #[test]
+    fn suggestions_by_edit_distance() {
+        use crate::check::diagnostic::suggest;
+        assert_eq!(
+            suggest("percepton", ["perception", "text_reasoning"]).as_deref(),
+            Some("did you mean `perception`?")
+        );
+        assert_eq!(suggest("zzz", ["perception"]), None);
+    }
+
+    #[test]
+    fn defaults_extends_and_own_keys_layer_in_order() {
+        let c = check(
+            "defaults { lr = 1e-5  group_size = 4  stop = steps(3)  reward = r }\n\
+             stage a { mix = p  group_size = 6 }\n\
+             stage b extends a { after = a  lr = 2e-6 }\n",
+        );
+        assert!(!c.report.has_errors(), "{}", c.report.render());
+        let cur = c.curriculum.expect("clean");
+        let a = cur.stages[0].grpo.as_ref().expect("grpo");
+        let b = cur.stages[1].grpo.as_ref().expect("grpo");
+        assert_eq!((a.optim.lr, a.group_size), (1e-5, 6));
+        assert_eq!((b.optim.lr, b.group_size), (2e-6, 6));
+        assert_eq!(cur.stages[1].after[0].stage, "a");
+    }
+
+    #[test]
+    fn mix_weights_are_normalised_with_a_warning() {
+        let c = check(
+            "source q { suite = text_reasoning  n = 10 }\n\
+             stage a { mix = 3 p + 1 q  reward = r  stop = steps(1) }\n",
+        );
+        assert_eq!(codes(&c), ["curric::mix-normalised"]);
+        let cur = c.curriculum.expect("warnings only");
+        let w: Vec<f64> = cur.stages[0]
+            .mix
+            .as_ref()
+            .expect("mix")
+            .from
+            .iter()
+            .map(|m| m.weight)
+            .collect();
+        assert_eq!(w, [0.75, 0.25]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let c = check("stage a { mix = pp  reward = rr  stop = plateau(5)  top_p = 2 }\n");
+        let mut got = codes(&c);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "curric::out-of-range",
+                "curric::unbounded-phase",
+                "curric::unknown-reward",
+                "curric::unknown-source"
+            ]
+        );
+        assert!(c.curriculum.is_none());
+    }
+
+    #[test]
+    fn cycle_names_its_stages_in_order() {
+        let c = check(
+            "defaults { reward = r  stop = steps(1)  mix = p }\n\
+             stage a { after = c }\nstage b { after = a }\nstage c { after = b }\n",
+        );
+        let d = &c.report.diagnostics[0];
+        assert_eq!(d.code(), "curric::cycle");
+        assert_eq!(d.message, "`after` cycle: a → c → b → a");
+    }
+
+    #[test]
+    fn reward_args_have_every_parameter() {
+        let c = check("stage a { mix = p  reward = r  stop = steps(1) }\n");
+        let cur = c.curriculum.expect("clean");
+        let args = &cur.rewards[0].terms[0].args;
+        assert_eq!(args["extract"], "auto");
+        assert_eq!(args["compare"], "auto");
+        assert_eq!(args["tolerance"], 1e-6);
+    }
+
+    #[test]
+    fn invalid_utf8_is_a_diagnostic() {
+        let c = check_bytes(b"seed = 1\n\xff", "t.curr", None);
+        assert_eq!(codes(&c), ["curric::invalid-utf8"]);
+        assert_eq!(c.report.diagnostics[0].span.start, 9);
+    }
+}

@@ -340,6 +340,15 @@ pub fn resolve(
                         )
                         .label("remove this name"),
                     ),
+                    ("reward", _) => ctx.push(
+                        Diag::error(
+                            ErrorKind::UnknownBlock,
+                            b.kind.span,
+                            "a reward set is written `reward NAME = …`, not as a block",
+                        )
+                        .label("not a block")
+                        .help("write e.g. `reward method_b = 0.9 accuracy(boxed) + 0.1 format`"),
+                    ),
                     (k, _) => ctx.push(
                         Diag::error(
                             ErrorKind::UnknownBlock,
@@ -1409,8 +1418,8 @@ fn handoff_of(ctx: &mut Ctx, blocks: &[&Block], parent: &str) -> Handoff {
         .iter()
         .filter(|b| b.name.as_ref().is_some_and(|n| n.name == parent));
     for b in general.chain(specific) {
-        for it in &b.items {
-            let Item::Attr(a) = it else { continue };
+        only_attrs(ctx, &b.items, "`handoff`", &[]);
+        for a in attrs_of(ctx, &b.items) {
             let slot = match a.key.name.as_str() {
                 "optimizer" => &mut h.optimizer,
                 "lr_schedule" => &mut h.lr_schedule,
@@ -1515,6 +1524,10 @@ fn stage(
             }
         }
     }
+    if after.is_empty() {
+        // No edge reads these blocks; check them anyway.
+        let _ = handoff_of(ctx, handoffs, "");
+    }
     let deps: Vec<Dependency> = after
         .iter()
         .map(|a| Dependency {
@@ -1618,7 +1631,30 @@ fn stage(
         _ => Level::ALL.to_vec(),
     };
     let levels = match get("levels") {
-        Some(e) => levels_list(ctx, e, "levels").unwrap_or_else(|| available.clone()),
+        Some(e) => {
+            let ls = levels_list(ctx, e, "levels").unwrap_or_else(|| available.clone());
+            let missing: Vec<&str> = ls
+                .iter()
+                .filter(|l| !available.contains(l))
+                .map(|l| l.as_str())
+                .collect();
+            if !missing.is_empty() && kind != PhaseKind::Eval {
+                ctx.push(
+                    Diag::warning(
+                        ErrorKind::EmptyMix,
+                        e.span,
+                        format!(
+                            "stage `{}` asks for {} that none of its sources provide",
+                            name.name,
+                            missing.join(", ")
+                        ),
+                    )
+                    .label("no data at this level")
+                    .help("add the level to a source's `levels`, or drop it here"),
+                );
+            }
+            ls
+        }
         None => available.clone(),
     };
 
@@ -1837,7 +1873,29 @@ fn stage(
             }
             if let Some(e) = val("capabilities") {
                 if let Some(ns) = ctx.names(e, "capabilities") {
-                    caps = ns.into_iter().map(|n| n.name).collect();
+                    let mut known: Vec<&str> = SUITE_CAPABILITIES.to_vec();
+                    known.extend(caps.iter().map(String::as_str));
+                    let mut chosen = Vec::new();
+                    for n in ns {
+                        if known.contains(&n.name.as_str()) {
+                            chosen.push(n.name);
+                        } else {
+                            ctx.push(
+                                Diag::error(
+                                    ErrorKind::UnknownValue,
+                                    n.span,
+                                    format!("unknown capability `{}`", n.name),
+                                )
+                                .label("no source has this capability")
+                                .help(
+                                    suggest(&n.name, known.iter().copied()).unwrap_or_else(|| {
+                                        format!("capabilities are: {}", known.join(", "))
+                                    }),
+                                ),
+                            );
+                        }
+                    }
+                    caps = chosen;
                 }
             }
             eval = Some(EvalSettings {

@@ -6,7 +6,8 @@
 //! (`Sampler::new(spec, pools)`), calls [`Sampler::next_step`] once per step (and
 //! [`Sampler::draw`] to refill a batch within a step), feeds mean rewards back with
 //! [`Sampler::feedback`] for adaptive orders, and saves [`Sampler::state`] (serde) with its
-//! checkpoint; [`Sampler::resume`] continues exactly where an uninterrupted run would be.
+//! checkpoint; [`Sampler::resume`] (or [`Sampler::set_state`] on a sampler built over the same
+//! pools) continues exactly where an uninterrupted run would be.
 //!
 //! Mixing is stratified, not i.i.d.: each draw credits every source with its current share
 //! `w_i / Σw` and takes the source with the largest credit (ties to the first), which then

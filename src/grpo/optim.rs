@@ -89,6 +89,7 @@ pub struct OptimStats {
 }
 
 pub struct AdamW {
+    names: Vec<String>,
     vars: Vec<Var>,
     m: Vec<Var>,
     v: Vec<Var>,
@@ -97,13 +98,31 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    /// Optimises `vars` in the given order; the order names the state (`m.{i}`, `v.{i}`), so a
-    /// resumed run must pass the variables in the same order.
+    /// Optimises `vars`, naming them by position (`#0`, `#1`, …): a resumed run must pass the
+    /// same variables in the same order. Prefer [`AdamW::new_named`].
     pub fn new(vars: Vec<Var>, cfg: AdamWConfig) -> Result<Self, GrpoError> {
+        let named = vars
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (format!("#{i}"), v))
+            .collect();
+        Self::new_named(named, cfg)
+    }
+
+    /// Optimises named variables (e.g. a policy's trainable tensors by checkpoint name). The
+    /// state is keyed by these names, so it survives a change in which variables are trained
+    /// (a stage that freezes the vision tower keeps the decoder's moments).
+    pub fn new_named(vars: Vec<(String, Var)>, cfg: AdamWConfig) -> Result<Self, GrpoError> {
+        let mut seen = std::collections::HashSet::new();
+        if let Some((n, _)) = vars.iter().find(|(n, _)| !seen.insert(n.clone())) {
+            return Err(GrpoError::OptimState(format!("variable `{n}` given twice")));
+        }
+        let (names, vars): (Vec<String>, Vec<Var>) = vars.into_iter().unzip();
         let zeros = |v: &Var| Var::zeros(v.shape(), v.dtype(), v.device());
         let m = vars.iter().map(zeros).collect::<candle_core::Result<_>>()?;
         let v = vars.iter().map(zeros).collect::<candle_core::Result<_>>()?;
         Ok(AdamW {
+            names,
             vars,
             m,
             v,
@@ -154,7 +173,7 @@ impl AdamW {
                 if !s.is_finite() {
                     return Err(GrpoError::NonFinite {
                         step,
-                        what: format!("gradient of trainable variable #{i} {:?}", var.shape()),
+                        what: format!("gradient of `{}` {:?}", self.names[i], var.shape()),
                     });
                 }
                 sq += s;
@@ -199,19 +218,21 @@ impl AdamW {
         })
     }
 
-    /// The moments and step count as named tensors (`m.{i}`, `v.{i}`, `step`), for a
+    /// The moments and step count as named tensors (`m.<name>`, `v.<name>`, `step`), for a
     /// safetensors file next to the weights.
     pub fn state(&self) -> Result<HashMap<String, Tensor>, GrpoError> {
         let mut out = HashMap::new();
-        for (i, (m, v)) in self.m.iter().zip(&self.v).enumerate() {
-            out.insert(format!("m.{i}"), m.as_tensor().copy()?);
-            out.insert(format!("v.{i}"), v.as_tensor().copy()?);
+        for ((name, m), v) in self.names.iter().zip(&self.m).zip(&self.v) {
+            out.insert(format!("m.{name}"), m.as_tensor().copy()?);
+            out.insert(format!("v.{name}"), v.as_tensor().copy()?);
         }
         out.insert("step".into(), Tensor::new(&[self.t as i64], &Device::Cpu)?);
         Ok(out)
     }
 
-    /// Restores what [`AdamW::state`] returned; every tensor must be present with its shape.
+    /// Restores what [`AdamW::state`] returned. Every variable of this optimiser must find its
+    /// two moments with its shape; entries for variables this optimiser does not train (frozen
+    /// in this stage) are ignored. Nothing changes unless everything checks out.
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<(), GrpoError> {
         let get = |k: &str| {
             state
@@ -226,17 +247,10 @@ impl AdamW {
             .first()
             .filter(|s| **s >= 0)
             .ok_or_else(|| GrpoError::OptimState("bad `step`".into()))?;
-        let expected = 2 * self.vars.len() + 1;
-        if state.len() != expected {
-            return Err(GrpoError::OptimState(format!(
-                "{} tensors for {} variables (expected {expected})",
-                state.len(),
-                self.vars.len()
-            )));
-        }
+        let mut staged = Vec::with_capacity(2 * self.vars.len());
         for (i, theta) in self.vars.iter().enumerate() {
-            for (name, slot) in [("m", &self.m[i]), ("v", &self.v[i])] {
-                let key = format!("{name}.{i}");
+            for (kind, slot) in [("m", &self.m[i]), ("v", &self.v[i])] {
+                let key = format!("{kind}.{}", self.names[i]);
                 let t = get(&key)?;
                 if t.shape() != theta.shape() {
                     return Err(GrpoError::OptimState(format!(
@@ -245,8 +259,11 @@ impl AdamW {
                         theta.shape()
                     )));
                 }
-                slot.set(&t.to_dtype(theta.dtype())?.to_device(theta.device())?)?;
+                staged.push((slot, t.to_dtype(theta.dtype())?.to_device(theta.device())?));
             }
+        }
+        for (slot, t) in staged {
+            slot.set(&t)?;
         }
         self.t = step as u64;
         Ok(())
@@ -408,7 +425,41 @@ mod tests {
             c.as_tensor().to_vec1::<f32>().unwrap()
         );
         let mut bad = state.clone();
-        bad.remove("v.0");
+        bad.remove("v.#0");
         assert!(resumed.load_state(&bad).is_err());
+        let mut wrong = state.clone();
+        wrong.insert(
+            "m.#0".into(),
+            Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap(),
+        );
+        assert!(resumed.load_state(&wrong).is_err());
+    }
+
+    #[test]
+    fn named_state_survives_a_change_of_trained_set() {
+        // Stage 1 trains `dec` and `vis`; stage 2 freezes `vis` and must pick up `dec`'s
+        // moments and the step count, ignoring `vis`.
+        let dec =
+            Var::from_tensor(&Tensor::new(&[0.5f32, 0.1, -0.3], &Device::Cpu).unwrap()).unwrap();
+        let vis = Var::from_tensor(&Tensor::new(&[1f32], &Device::Cpu).unwrap()).unwrap();
+        let cfg = AdamWConfig::default();
+        let mut s1 = AdamW::new_named(
+            vec![("vis".into(), vis.clone()), ("dec".into(), dec.clone())],
+            cfg,
+        )
+        .unwrap();
+        let loss = (quad_loss(&dec) + vis.as_tensor().sum_all().unwrap()).unwrap();
+        s1.backward_step(&loss, 0).unwrap();
+        let st = s1.state().unwrap();
+        assert!(st.contains_key("m.dec") && st.contains_key("v.vis"));
+        let mut s2 = AdamW::new_named(vec![("dec".into(), dec.clone())], cfg).unwrap();
+        s2.load_state(&st).unwrap();
+        assert_eq!(s2.steps(), 1);
+        let m2 = s2.state().unwrap();
+        assert_eq!(
+            m2["m.dec"].to_vec1::<f32>().unwrap(),
+            st["m.dec"].to_vec1::<f32>().unwrap()
+        );
+        assert!(AdamW::new_named(vec![("a".into(), dec.clone()), ("a".into(), vis)], cfg).is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! `softmax_last_dim`, `rms_norm`, `layer_norm` and `rope` have no backward pass, so none of
 //! them appears here.
 
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_core::{Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 pub use super::ops::RopeTables;
@@ -182,13 +182,4 @@ pub fn causal_mask(valid: &[Vec<bool>], t: usize, dev: &Device) -> Result<Tensor
         }
     }
     Tensor::from_vec(m, (b, 1, t, s), dev)
-}
-
-/// `xs.to_dtype(F32)` unless it already is.
-pub fn f32(xs: Tensor) -> Result<Tensor> {
-    if xs.dtype() == DType::F32 {
-        Ok(xs)
-    } else {
-        xs.to_dtype(DType::F32)
-    }
 }

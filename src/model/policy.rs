@@ -115,12 +115,7 @@ impl Policy {
             };
             var.set(&t)?;
         }
-        Ok(p.with_frozen_default())
-    }
-
-    fn with_frozen_default(mut self) -> Self {
-        self.frozen.clear();
-        self
+        Ok(p)
     }
 
     /// Builds the variables for `cfg` (values unspecified) and the model over them.
@@ -308,14 +303,14 @@ impl Policy {
         tok::decode(&self.tokenizer, ids)
     }
 
-    /// Prompt items per input and the images they refer to.
+    /// Prompt items per input and the distinct images they refer to.
     fn prompt_items<'a>(
         &self,
         inputs: &'a [PolicyInput],
     ) -> Result<(Vec<Vec<Item>>, Vec<&'a image::RgbImage>), ModelError> {
         let patches = self.cfg.vision.as_ref().map(|v| v.num_patches());
         let mut rows = Vec::with_capacity(inputs.len());
-        let mut images = Vec::new();
+        let mut images: Vec<&'a image::RgbImage> = Vec::new();
         for (i, inp) in inputs.iter().enumerate() {
             let ids = self.encode(&inp.prompt)?;
             let mut row = Vec::with_capacity(ids.len() + patches.unwrap_or(0));
@@ -323,8 +318,15 @@ impl Policy {
                 None => row.extend(ids.iter().map(|&t| Item::Tok(t))),
                 Some(img) => {
                     let n = patches.ok_or(ModelError::NoVision { index: i })?;
-                    let k = images.len();
-                    images.push(img.as_ref());
+                    // A group repeats one prompt G times with the same `Arc`'d image: encode
+                    // each distinct image once and share its vision tokens between rows.
+                    let k = match images.iter().position(|&m| std::ptr::eq(m, img.as_ref())) {
+                        Some(k) => k,
+                        None => {
+                            images.push(img.as_ref());
+                            images.len() - 1
+                        }
+                    };
                     let vis = (0..n).map(|j| Item::Vis(k, j));
                     match ids.iter().position(|&t| Some(t) == self.image_token) {
                         Some(at) => {

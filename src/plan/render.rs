@@ -217,7 +217,12 @@ pub fn render_dot(plan: &Plan) -> String {
         for p in plan.phases.iter().filter(|p| p.capability == cap) {
             let mut lines = vec![
                 format!("{} ({})", p.id, serde_plain(&p.kind)),
-                format!("levels {} · {}", levels(p), p.order),
+                match p.kind {
+                    PhaseKind::Grpo | PhaseKind::Sft => {
+                        format!("levels {} · {}", levels(p), p.order)
+                    }
+                    _ => format!("levels {}", levels(p)),
+                },
             ];
             if p.mix.is_some() {
                 lines.push(format!("mix {}", mix(p)));

@@ -58,6 +58,13 @@ impl Group {
         self.rewards.iter().sum::<f32>() / self.rewards.len().max(1) as f32
     }
 
+    /// Share of completions with total reward at least `threshold` (a probe's pass rate with
+    /// an accuracy reward and threshold 1).
+    pub fn success_rate(&self, threshold: f32) -> f32 {
+        let n = self.rewards.iter().filter(|&&r| r >= threshold).count();
+        n as f32 / self.rewards.len().max(1) as f32
+    }
+
     /// False when all rewards are equal: a zero-advantage group.
     pub fn is_informative(&self) -> bool {
         crate::grpo::group_is_informative(&self.rewards)
