@@ -354,3 +354,38 @@ stage rl { kind = grpo  after = probe  mix = pool  reward = acc  levels = [hard]
         hard
     );
 }
+
+/// A curriculum may start from a checkpoint on disk: `local("DIR")` resolves relative to the
+/// `.curr` file, and the weights are part of the root phase's fingerprint.
+#[test]
+fn local_checkpoint_resolves_beside_the_file_and_is_fingerprinted() {
+    let runs = tempfile::tempdir().unwrap();
+    let first = runs.path().join("first");
+    run(&plan_of(&curriculum("1e-3")), &opts(&first));
+
+    let project = tempfile::tempdir().unwrap();
+    let ckpt = project.path().join("start");
+    std::fs::create_dir(&ckpt).unwrap();
+    let warm = first.join("phases/warmup/ckpt-000003");
+    for f in ["model.safetensors", "config.json", "tokenizer.json"] {
+        std::fs::copy(warm.join(f), ckpt.join(f)).unwrap();
+    }
+    let text = r#"
+name   = "from_disk"
+model  = local("start")
+source shapes { suite = perception  n = 8 }
+stage look { kind = eval  capabilities = [perception]  levels = [easy]  n = 2  max_new_tokens = 6 }
+"#;
+    let checked = curric::check::check_str(text, "from_disk.curr", Some(project.path()));
+    let plan = curric::plan::plan(&checked.curriculum.expect("checks")).expect("plans");
+    let second = runs.path().join("second");
+    assert_eq!(ran(&run(&plan, &opts(&second))), ["look"]);
+    assert_eq!(status(&plan, &second).unwrap()["look"], "fresh");
+
+    // Other weights under the same path: the phase must run again.
+    let rl = first.join("phases/rl/ckpt-000005/model.safetensors");
+    std::fs::copy(rl, ckpt.join("model.safetensors")).unwrap();
+    let s = status(&plan, &second).unwrap();
+    assert!(s["look"].starts_with("dirty"), "{s:?}");
+    assert_eq!(ran(&run(&plan, &opts(&second))), ["look"]);
+}

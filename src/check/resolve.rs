@@ -398,7 +398,7 @@ pub fn resolve(
                 }
             }
             "model" => {
-                if let Some(m) = model_spec(&mut ctx, &a.value) {
+                if let Some(m) = model_spec(&mut ctx, &a.value, base_dir) {
                     model = m;
                 }
             }
@@ -630,7 +630,7 @@ fn dedup(diags: Vec<Diag>) -> Vec<Diag> {
         .collect()
 }
 
-fn model_spec(ctx: &mut Ctx, e: &Expr) -> Option<ModelSpec> {
+fn model_spec(ctx: &mut Ctx, e: &Expr, base_dir: Option<&Path>) -> Option<ModelSpec> {
     const FORMS: &[&str] = &["tiny_vlm", "local", "hf"];
     let ExprKind::Call { name, args } = &e.kind else {
         ctx.type_error(
@@ -652,9 +652,14 @@ fn model_spec(ctx: &mut Ctx, e: &Expr) -> Option<ModelSpec> {
         }
         "local" => {
             let slots = ctx.bind(name, args, &["path"], &["path"])?;
-            Some(ModelSpec::Local {
-                path: ctx.string(slots[0]?, "path")?,
-            })
+            let path = ctx.string(slots[0]?, "path")?;
+            // Like JSONL sources: relative to the `.curr` file, so a curriculum runs the same
+            // from any working directory.
+            let path = match base_dir {
+                Some(d) if !Path::new(&path).is_absolute() => d.join(&path).display().to_string(),
+                _ => path,
+            };
+            Some(ModelSpec::Local { path })
         }
         "hf" => {
             let slots = ctx.bind(name, args, &["repo"], &["repo"])?;

@@ -110,9 +110,22 @@ pub fn phase_inputs(plan: &Plan) -> Vec<PhaseInput> {
                         params: serde_json::to_value(s).unwrap_or_default(),
                     },
                 })
+                // A root phase starting from a checkpoint on disk depends on its weights as
+                // much as on its data: replacing them makes it (and its descendants) dirty.
+                .chain(local_weights(p))
                 .collect(),
         })
         .collect()
+}
+
+fn local_weights(p: &Phase) -> Option<DataSource> {
+    match &p.model {
+        ModelSpec::Local { path } if p.parents.is_empty() => Some(DataSource::File {
+            name: "model".into(),
+            path: Path::new(path).join("model.safetensors"),
+        }),
+        _ => None,
+    }
 }
 
 /// Fresh or dirty, per phase, with the reason: `curric plan FILE --run-dir DIR`.
