@@ -110,6 +110,9 @@ fn format_table() {
         (json!({}), "<think> a </think> \\boxed{3", 0.0),
         (json!({}), "<think> a </think> </think> \\boxed{3}", 0.0),
         (json!({}), "", 0.0),
+        (json!({}), "<think> green </think> \\boxed{}", 0.0), // empty answer
+        (json!({}), "<think> green </think> \\boxed{  }", 0.0),
+        (json!({"style": "think_then_answer"}), "<think>a</think> <answer> </answer>", 0.0),
         (json!({"style": "think_then_answer"}), "<think>a</think> <answer>3</answer>", 1.0),
         (json!({"style": "think_then_answer"}), "<think>a</think> <answer>3</answer> more", 0.0),
         (json!({"style": "think_then_answer"}), "<think>a</think> <answer>3", 0.0),

@@ -146,15 +146,17 @@ impl Format {
     /// Whether `text` has the structure.
     pub fn check(&self, text: &str) -> bool {
         match &self.style {
-            FormatStyle::ThinkThenBoxed => {
-                think_block(text).is_some_and(|rest| extract::boxed(rest).is_some())
-            }
+            // An empty answer is not the structure: GRPO finds `\boxed{}` long before it finds
+            // right answers, and a format term that pays for it is reward-hacked.
+            FormatStyle::ThinkThenBoxed => think_block(text)
+                .is_some_and(|rest| extract::boxed(rest).is_some_and(|b| !b.is_empty())),
             FormatStyle::ThinkThenAnswer => think_block(text).is_some_and(|rest| {
                 let r = rest.trim();
                 r.starts_with("<answer>")
                     && r.ends_with("</answer>")
                     && r.matches("<answer>").count() == 1
                     && r.matches("</answer>").count() == 1
+                    && extract::answer_tag(r).is_some_and(|a| !a.is_empty())
             }),
             FormatStyle::Headers(hs) => {
                 let mut at = 0;
