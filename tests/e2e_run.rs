@@ -345,6 +345,18 @@ stage rl { kind = grpo  after = probe  mix = pool  reward = acc  levels = [hard]
     )
     .unwrap();
     assert_eq!(st["pass_rates"]["records"].as_object().unwrap().len(), 6);
+    // ... and added its own rollouts to it online: G = 2 attempts per drawn prompt.
+    let attempts = |v: &serde_json::Value| -> u64 {
+        v["pass_rates"]["records"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|r| r["attempts"].as_u64().unwrap())
+            .sum()
+    };
+    let probed: u64 = table.records.values().map(|r| r.attempts).sum();
+    assert!(attempts(&st) > probed, "{} vs {probed}", attempts(&st));
+    assert_eq!((attempts(&st) - probed) % 2, 0);
     let hard = table.records.values().filter(|r| r.successes == 0).count();
     assert_eq!(
         st["sampler"]["sources"][0]["order"]

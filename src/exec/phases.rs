@@ -249,6 +249,9 @@ impl PhaseTrainer for SftTrainer {
     }
 }
 
+/// The reward at which a GRPO rollout counts as a success in the pass-rate table.
+pub const GRPO_PASS_THRESHOLD: f32 = 0.5;
+
 /// GRPO on the phase's sampler and reward set.
 pub struct GrpoTrainer {
     pub phase: String,
@@ -290,6 +293,17 @@ impl PhaseTrainer for GrpoTrainer {
         )
         .map_err(|e| err(&self.phase, e))?;
         self.data.sampler.feedback(m.reward_mean);
+        // Online pass rates: a rollout passes as in a probe phase (reward ≥ 0.5), so later
+        // phases can order and filter by what this one saw.
+        for (id, rewards) in &m.group_rewards {
+            let passed = rewards
+                .iter()
+                .filter(|r| **r >= GRPO_PASS_THRESHOLD)
+                .count();
+            self.pass_rates
+                .record(id, passed as u64, rewards.len() as u64, step)
+                .map_err(|e| err(&self.phase, e))?;
+        }
         let mut metrics: BTreeMap<String, f64> = [
             (keys::REWARD.to_string(), m.reward_mean),
             ("reward_std".to_string(), m.reward_std),

@@ -114,6 +114,10 @@ pub struct StepMetrics {
     pub lr: f64,
     /// Gradient norm before clipping, averaged over the step's optimiser steps.
     pub grad_norm: f64,
+    /// Every sampled group (dropped ones included) as (sample id, rewards): what the
+    /// executor's pass-rate table learns from online.
+    #[serde(skip)]
+    pub group_rewards: Vec<(String, Vec<f32>)>,
 }
 
 fn mean_std(xs: &[f64]) -> TermStats {
@@ -202,6 +206,8 @@ pub fn grpo_step<P: PolicyModel + ?Sized>(
         tokens += t.tokens;
         for grp in groups {
             m.groups_sampled += 1;
+            m.group_rewards
+                .push((grp.sample.id.clone(), grp.rewards.clone()));
             for (k, c) in grp.completions.iter().enumerate() {
                 totals.push(grp.rewards[k] as f64);
                 for (j, s) in grp.terms[k].iter().enumerate() {
