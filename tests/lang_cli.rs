@@ -128,8 +128,16 @@ const CURRICULA: &[&str] = &[
 
 #[test]
 fn every_curriculum_checks_clean() {
-    for name in CURRICULA {
-        let path = format!("curricula/{name}.curr");
+    let examples = files("examples", "curr");
+    assert!(
+        !examples.is_empty(),
+        "examples/*.curr (the quickstart) must exist"
+    );
+    let paths = CURRICULA
+        .iter()
+        .map(|name| format!("curricula/{name}.curr"))
+        .chain(examples.iter().map(|p| p.display().to_string()));
+    for path in paths {
         let (stdout, _) = Test::new().args(&["check", &path]).stderr("").run();
         assert!(stdout.starts_with(&format!("{path}: ok (")), "{stdout}");
         assert!(stdout.ends_with("; 0 errors, 0 warnings)\n"), "{stdout}");
