@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use image::{Rgb, RgbImage};
 
+use crate::grpo::{policy_loss, AdamW, AdamWConfig, LossConfig, LrSchedule};
 use crate::model::{ModelError, Policy, PolicyInput, PolicyModel, SamplingParams, VlmConfig};
 
 /// `curric bench` arguments.
@@ -169,8 +169,9 @@ fn rollout(
     ))
 }
 
-/// One policy-gradient-shaped step: `-(logp · adv · mask).sum() / mask.sum()`, backward,
-/// AdamW. Returns milliseconds.
+/// One GRPO update exactly as training runs it with μ = 1: log-probs, the clipped surrogate
+/// (token-mean, no reference), backward, and curric's AdamW with grad-norm clipping and its
+/// NaN guard. Returns milliseconds.
 fn update_step(
     p: &Policy,
     opt: &mut AdamW,
@@ -178,12 +179,14 @@ fn update_step(
     completions: &[Vec<u32>],
     adv: &Tensor,
 ) -> Result<f64, ModelError> {
+    let grpo = |e: crate::grpo::GrpoError| ModelError::Invalid(e.to_string());
     let t = Instant::now();
     let lp = p.logprobs(inputs, completions)?;
-    let denom = lp.mask.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64;
-    let loss = ((lp.logp.broadcast_mul(adv)? * &lp.mask)?.sum_all()? / denom)?.neg()?;
-    let grads = loss.backward()?;
-    opt.step(&grads)?;
+    let mask = lp.mask.to_dtype(DType::F32)?;
+    let old = lp.logp.detach();
+    let (loss, _) =
+        policy_loss(&lp.logp, &old, None, adv, &mask, &LossConfig::default()).map_err(grpo)?;
+    opt.backward_step(&loss, opt.steps()).map_err(grpo)?;
     Ok(t.elapsed().as_secs_f64() * 1e3)
 }
 
@@ -277,14 +280,15 @@ fn bench_preset(name: &str, quick: bool, dev: &Device) -> Result<BenchRow, Model
     let adv: Vec<f32> = (0..inputs.len())
         .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
         .collect();
-    let adv = Tensor::from_vec(adv, (inputs.len(), 1), dev)?;
+    let adv = Tensor::from_vec(adv, inputs.len(), dev)?;
     let mut opt = AdamW::new(
         p.trainable_vars(),
-        ParamsAdamW {
-            lr: 1e-5,
+        AdamWConfig {
+            schedule: LrSchedule::constant(1e-5),
             ..Default::default()
         },
-    )?;
+    )
+    .map_err(|e| ModelError::Invalid(e.to_string()))?;
     let steps = if quick { 1 } else { 3 };
     update_step(&p, &mut opt, &inputs, &comps, &adv)?;
     let mut update_ms = f64::INFINITY;
@@ -348,7 +352,7 @@ pub fn render(rows: &[BenchRow]) -> String {
 
 fn header() -> String {
     format!(
-        "batch: {GROUP} completions x {PROMPTS} prompts; update = logprobs + backward + AdamW;\n\
+        "batch: {GROUP} completions x {PROMPTS} prompts; update = logprobs + GRPO loss + backward + clipped AdamW;\n\
          no-kv measured on 2-4 prompts' groups, kv x = kv / no-kv on that same partial batch\n\
          {:<7} {:>10} {:>7} {:>12} {:>12} {:>7} {:>10} {:>10} {:>9} {:>10} {:>9}\n",
         "preset",
