@@ -84,6 +84,19 @@ impl PassRateTable {
         }
     }
 
+    /// Folds in a table that may share history with this one: tables handed along a chain of
+    /// phases only ever grow, so per id the record with more attempts already holds the other's
+    /// rollouts. Unlike `merge`, a probe's rollouts reaching a phase both directly and through
+    /// its parent are counted once.
+    pub fn absorb(&mut self, other: &PassRateTable) {
+        for (id, o) in &other.records {
+            let r = self.records.entry(id.clone()).or_default();
+            if o.attempts > r.attempts {
+                *r = *o;
+            }
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a map of plain records always serialises")
     }
@@ -195,6 +208,27 @@ mod tests {
             trace: None,
             extra: Default::default(),
         }
+    }
+
+    #[test]
+    fn absorb_counts_shared_history_once() {
+        // probe: 2/8; a later phase carried it on and added 3/4 of its own → 5/12.
+        let mut probe = PassRateTable::new();
+        probe.record("a", 2, 8, 0).unwrap();
+        let mut later = probe.clone();
+        later.record("a", 3, 4, 5).unwrap();
+        later.record("b", 1, 4, 5).unwrap();
+        let mut t = later.clone();
+        t.absorb(&probe);
+        assert_eq!(t.pass_rate("a"), Some(5.0 / 12.0));
+        let mut u = probe.clone();
+        u.absorb(&later);
+        assert_eq!(u.pass_rate("a"), Some(5.0 / 12.0));
+        assert_eq!(u.pass_rate("b"), Some(0.25));
+        // `merge` is for disjoint rollouts: it would count the probe twice (7/20).
+        let mut m = later;
+        m.merge(&probe);
+        assert_eq!(m.pass_rate("a"), Some(7.0 / 20.0));
     }
 
     #[test]

@@ -327,7 +327,7 @@ impl Ctx<'_> {
                 if !st.pass_rates.is_null() {
                     let t: PassRateTable =
                         serde_json::from_value(st.pass_rates).map_err(|e| perr(&p.id, e))?;
-                    table.merge(&t);
+                    table.absorb(&t);
                 }
             }
         }
@@ -346,7 +346,7 @@ impl Ctx<'_> {
             let st = self.ckpt_state(stage)?;
             let t: PassRateTable =
                 serde_json::from_value(st.pass_rates).map_err(|e| perr(&p.id, e))?;
-            table.merge(&t);
+            table.absorb(&t);
         }
         Ok(table)
     }
