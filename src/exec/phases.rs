@@ -41,6 +41,22 @@ pub fn sampler_epochs(s: &Sampler) -> f64 {
     }
 }
 
+/// The held-out eval a stop condition asks for (`eval(threshold, every)`), as metrics; none
+/// when the phase's stop condition has no eval.
+fn stop_eval(
+    eval: Option<&(EvalSet, SeedCtx)>,
+    phase: &str,
+    policy: &Policy,
+    step: u64,
+) -> Result<BTreeMap<String, f64>> {
+    match eval {
+        Some((set, ctx)) => Ok(set
+            .run(phase, policy, SeedCtx { step, ..*ctx }, step)?
+            .as_metrics()),
+        None => Ok(BTreeMap::new()),
+    }
+}
+
 /// Writes the policy's files and the optimiser's moments.
 pub fn save_policy(phase: &str, policy: &Policy, opt: Option<&AdamW>, dir: &Path) -> Result<()> {
     policy.save(dir).map_err(|e| err(phase, e))?;
@@ -224,12 +240,7 @@ impl PhaseTrainer for SftTrainer {
     }
 
     fn eval(&mut self, step: u64) -> Result<BTreeMap<String, f64>> {
-        match &self.eval {
-            Some((set, ctx)) => Ok(set
-                .run(&self.phase, &self.policy, SeedCtx { step, ..*ctx }, step)?
-                .as_metrics()),
-            None => Ok(BTreeMap::new()),
-        }
+        stop_eval(self.eval.as_ref(), &self.phase, &self.policy, step)
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
@@ -339,12 +350,7 @@ impl PhaseTrainer for GrpoTrainer {
     }
 
     fn eval(&mut self, step: u64) -> Result<BTreeMap<String, f64>> {
-        match &self.eval {
-            Some((set, ctx)) => Ok(set
-                .run(&self.phase, &self.policy, SeedCtx { step, ..*ctx }, step)?
-                .as_metrics()),
-            None => Ok(BTreeMap::new()),
-        }
+        stop_eval(self.eval.as_ref(), &self.phase, &self.policy, step)
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
