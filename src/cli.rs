@@ -46,6 +46,11 @@ pub enum Command {
     Report(crate::exec::cli::ReportArgs),
     /// Measure rollout and update speed of the built-in model presets.
     Bench(crate::bench::BenchArgs),
+    /// Run curricula over several seeds and print the comparison table.
+    Compare(crate::exec::compare::CompareArgs),
+    /// Write what a run produced in a form other tools read.
+    #[command(subcommand)]
+    Export(crate::exec::cli::ExportCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -71,5 +76,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => crate::exec::cli::run(args),
         Command::Report(args) => crate::exec::cli::report(args),
         Command::Bench(args) => crate::bench::run_cli(args),
+        Command::Compare(args) => crate::exec::compare::run_cli(args),
+        Command::Export(cmd) => crate::exec::cli::export(cmd),
     }
 }

@@ -191,3 +191,33 @@ fn export_writes_every_capability_and_level_and_reads_back_identically() {
     }
     assert_eq!(decoded, 24);
 }
+
+#[test]
+fn a_family_filter_draws_only_those_families() {
+    let cap = Capability::new("perception");
+    let only = vec!["describe".to_string()];
+    let s = suite::generate_families(&cap, Level::Hard, 12, 5, &only).unwrap();
+    assert_eq!(s.len(), 12);
+    for x in &s {
+        assert_eq!(x.extra["family"], "describe", "{}", x.problem);
+        assert!(x.problem.starts_with("<image> Name every object"));
+    }
+    // A level that draws none of them yields nothing; an unknown name is an error.
+    let pos = vec!["position".to_string()];
+    assert!(suite::generate_families(&cap, Level::Easy, 4, 5, &pos)
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        suite::generate_families(&cap, Level::Medium, 4, 5, &pos)
+            .unwrap()
+            .len(),
+        4
+    );
+    assert!(suite::generate_families(&cap, Level::Easy, 4, 5, &["nope".into()]).is_err());
+    // No filter: the plain stream.
+    let ids = |v: Vec<curric::data::Sample>| v.into_iter().map(|x| x.problem).collect::<Vec<_>>();
+    assert_eq!(
+        ids(suite::generate_families(&cap, Level::Easy, 6, 5, &[]).unwrap()),
+        ids(suite::generate(&cap, Level::Easy, 6, 5).unwrap())
+    );
+}

@@ -124,6 +124,8 @@ const CURRICULA: &[&str] = &[
     "merged",
     "reversed",
     "pebr_two_stage",
+    "caption_sft",
+    "base",
 ];
 
 #[test]
@@ -202,17 +204,20 @@ fn flagship_plan_has_the_method_b_settings() {
     let g = text.grpo.as_ref().expect("grpo settings");
     assert_eq!(
         (g.group_size, g.optim.lr, g.beta, g.temperature),
-        (5, 1e-6, 1e-2, 1.0)
+        (8, 1e-4, 0.0, 1.2)
     );
+    assert!(g.mask_truncated);
     assert_eq!(text.freeze, ["visual"]);
     assert!(p.phases[0].freeze.is_empty());
     assert_eq!(text.order, curric::check::Order::EasyToHard);
     let r = text.reward.as_ref().expect("reward");
     assert_eq!(r.terms[0].term, "accuracy");
     assert_eq!(r.terms[0].args["extract"], "boxed");
-    // 64 samples × 3 levels = 192 per epoch, 8 prompts per step → 24 steps; × 8 × 5 = 960.
-    assert_eq!(text.estimate.steps, Some(24));
-    assert_eq!(text.estimate.rollouts, Some(960));
+    // steps(80) × 8 prompts × G 8 = 5,120 rollouts per stage, 15,360 for the three: the
+    // budget every arm of the grid matches.
+    assert_eq!(text.estimate.steps, Some(80));
+    assert_eq!(text.estimate.rollouts, Some(5120));
+    assert_eq!(curric::exec::compare::planned_budget(&p), Some(15_360));
     // The graph is a chain.
     let g = p.graph();
     assert_eq!(g.edge_count(), 3);

@@ -112,6 +112,11 @@ fn format_table() {
         (json!({}), "", 0.0),
         (json!({}), "<think> green </think> \\boxed{}", 0.0), // empty answer
         (json!({}), "<think> green </think> \\boxed{  }", 0.0),
+        (json!({}), "<think> a </think> so \\boxed{3}.", 1.0),
+        // Text after the answer (a policy that never stops) is not the structure.
+        (json!({}), "<think> a </think> \\boxed{3}}}}}", 0.0),
+        (json!({}), "<think> a </think> \\boxed{3} and more", 0.0),
+        (json!({}), "<think> a </think> \\boxed{3} \\boxed{4}", 0.0),
         (json!({"style": "think_then_answer"}), "<think>a</think> <answer> </answer>", 0.0),
         (json!({"style": "think_then_answer"}), "<think>a</think> <answer>3</answer>", 1.0),
         (json!({"style": "think_then_answer"}), "<think>a</think> <answer>3</answer> more", 0.0),

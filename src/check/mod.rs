@@ -43,6 +43,17 @@ pub fn check_bytes(bytes: &[u8], file: &str, base_dir: Option<&Path>) -> Checked
 }
 
 pub fn check_str(text: &str, file: &str, base_dir: Option<&Path>) -> Checked {
+    check_str_seeded(text, file, base_dir, None)
+}
+
+/// Checks `text` as if its header said `seed = SEED` (when given): `curric compare --seeds`
+/// runs one file under several seeds. Sources and stages that set their own seed keep it.
+pub fn check_str_seeded(
+    text: &str,
+    file: &str,
+    base_dir: Option<&Path>,
+    seed: Option<u64>,
+) -> Checked {
     let tree = match crate::syntax::parse(text) {
         Ok(t) => t,
         Err(e) => {
@@ -56,7 +67,7 @@ pub fn check_str(text: &str, file: &str, base_dir: Option<&Path>) -> Checked {
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("curriculum");
-    let (curriculum, diags) = resolve::resolve(&tree, stem, base_dir);
+    let (curriculum, diags) = resolve::resolve(&tree, stem, base_dir, seed);
     let report = Report::new(file, text.to_string(), diags);
     let curriculum = if report.has_errors() {
         None
@@ -88,9 +99,31 @@ pub fn render_for_stderr(report: &Report) -> String {
     }
 }
 
+/// Reads and checks a file under an overriding seed (see [`check_str_seeded`]).
+pub fn check_file_seeded(path: &Path, seed: Option<u64>) -> std::io::Result<Checked> {
+    let bytes = std::fs::read(path)?;
+    let file = path.display().to_string();
+    let (text, utf8_error) = crate::syntax::decode(&bytes);
+    if let Some(e) = utf8_error {
+        return Ok(Checked {
+            curriculum: None,
+            report: Report::new(&file, text, vec![e.into()]),
+        });
+    }
+    Ok(check_str_seeded(&text, &file, path.parent(), seed))
+}
+
 /// Reads and checks `path`, printing diagnostics to stderr. `Err` carries the exit code.
 pub fn load(path: &Path) -> Result<(Curriculum, Report), std::process::ExitCode> {
-    let checked = match check_file(path) {
+    load_seeded(path, None)
+}
+
+/// [`load`] under an overriding seed.
+pub fn load_seeded(
+    path: &Path,
+    seed: Option<u64>,
+) -> Result<(Curriculum, Report), std::process::ExitCode> {
+    let checked = match check_file_seeded(path, seed) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: cannot read {}: {e}", path.display());

@@ -17,6 +17,7 @@ pub const HEADER_KEYS: &[&str] = &["name", "seed", "model", "device"];
 pub const BLOCKS: &[&str] = &["source", "stage", "defaults", "difficulty", "reward"];
 pub const SOURCE_KEYS: &[&str] = &[
     "suite",
+    "families",
     "levels",
     "n",
     "seed",
@@ -231,6 +232,7 @@ pub fn resolve(
     file: &File,
     default_name: &str,
     base_dir: Option<&Path>,
+    seed_override: Option<u64>,
 ) -> (Option<Curriculum>, Vec<Diag>) {
     let mut ctx = Ctx::new();
     let mut header: Vec<&Attr> = Vec::new();
@@ -409,6 +411,9 @@ pub fn resolve(
             }
             _ => {}
         }
+    }
+    if let Some(s) = seed_override {
+        seed = s;
     }
 
     // Sources.
@@ -732,6 +737,50 @@ fn device_spec(ctx: &mut Ctx, e: &Expr) -> Option<String> {
     }
 }
 
+/// A suite source's `families`: each must be a family the capability draws at one of the
+/// source's levels, or the source would have nothing to generate.
+fn suite_families(
+    ctx: &mut Ctx,
+    capability: &str,
+    levels: &[Level],
+    names: &[crate::syntax::Ident],
+) -> Option<Vec<String>> {
+    use crate::data::suite::{families, Builtin};
+    let cap = Builtin::parse(&crate::data::Capability::new(capability)).ok()?;
+    let mut known: Vec<&'static str> = Vec::new();
+    for l in levels {
+        for f in families(cap, *l) {
+            if !known.contains(&f.name()) {
+                known.push(f.name());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for n in names {
+        if !known.contains(&n.name.as_str()) {
+            ctx.push(
+                Diag::error(
+                    ErrorKind::UnknownValue,
+                    n.span,
+                    format!(
+                        "`{capability}` has no task family `{}` at these levels",
+                        n.name
+                    ),
+                )
+                .label("unknown family")
+                .help(suggest(&n.name, known.iter().copied()).unwrap_or_else(|| {
+                    format!("its families at these levels: {}", known.join(", "))
+                })),
+            );
+            return None;
+        }
+        if !out.contains(&n.name) {
+            out.push(n.name.clone());
+        }
+    }
+    Some(out)
+}
+
 fn levels_list(ctx: &mut Ctx, e: &Expr, key: &str) -> Option<Vec<Level>> {
     let names = ctx.names(e, key)?;
     let mut out = Vec::new();
@@ -782,6 +831,7 @@ fn source(
     let mut suite: Option<(String, Span)> = None;
     let mut jsonl: Option<(String, Span)> = None;
     let mut levels = Level::ALL.to_vec();
+    let mut families: Vec<crate::syntax::Ident> = Vec::new();
     let mut n = 100u64;
     let mut sseed = seed;
     let mut ok = true;
@@ -799,6 +849,10 @@ fn source(
             },
             "levels" => match levels_list(ctx, v, k) {
                 Some(l) => levels = l,
+                None => ok = false,
+            },
+            "families" => match ctx.names(v, k) {
+                Some(f) => families = f,
                 None => ok = false,
             },
             "n" => match ctx.uint_min(v, k, 1) {
@@ -862,12 +916,16 @@ fn source(
             );
             return None;
         }
-        (Some((capability, _)), None) => SourceKind::Suite {
-            capability,
-            levels,
-            n,
-            seed: sseed,
-        },
+        (Some((capability, _)), None) => {
+            let families = suite_families(ctx, &capability, &levels, &families)?;
+            SourceKind::Suite {
+                capability,
+                levels,
+                n,
+                seed: sseed,
+                families,
+            }
+        }
         (None, Some((path, span))) => {
             let resolved = match base_dir {
                 Some(d) if !Path::new(&path).is_absolute() => d.join(&path),
@@ -1027,6 +1085,24 @@ fn term_args(
         if let Some(v) = value {
             map.insert(p.name.to_string(), v);
         }
+    }
+    // No CLIP ships with curric, so a clip_score without a checkpoint could only fail at run
+    // time, after every phase before it has trained.
+    if ok && info.name == "clip_score" && !map.contains_key("model") {
+        ctx.push(
+            Diag::error(
+                ErrorKind::MissingKey,
+                name.span,
+                "`clip_score` needs `model`, a CLIP checkpoint directory",
+            )
+            .label("no CLIP model to score with")
+            .help(
+                "write `clip_score(model = \"path/to/clip\")` (config.json, model.safetensors, \
+                 tokenizer.json); on the built-in suite, `scene_f1` grades the described \
+                 objects against the rendered scene exactly",
+            ),
+        );
+        ok = false;
     }
     ok.then_some(map)
 }

@@ -70,6 +70,9 @@ pub enum SourceKind {
         levels: Vec<Level>,
         n: u64,
         seed: u64,
+        /// Task families to draw from (empty: every family of each level).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        families: Vec<String>,
     },
     /// An EasyR1-style JSONL file; `path` is as written, `resolved` relative to the
     /// curriculum's directory.
@@ -89,14 +92,35 @@ impl Source {
     /// `levels`.
     pub fn count(&self, levels: &[Level]) -> Option<u64> {
         match &self.kind {
-            SourceKind::Suite { levels: ls, n, .. } => {
-                let mut k = ls.iter().filter(|l| levels.contains(l)).count() as u64;
-                if let Some(d) = &self.filters.difficulty {
-                    k = ls
-                        .iter()
-                        .filter(|l| levels.contains(l) && d.contains(l))
-                        .count() as u64;
-                }
+            SourceKind::Suite {
+                capability,
+                levels: ls,
+                n,
+                families,
+                ..
+            } => {
+                // A level that draws none of the source's families yields nothing.
+                let draws = |l: &Level| {
+                    families.is_empty()
+                        || crate::data::suite::Builtin::parse(&crate::data::Capability::new(
+                            capability.as_str(),
+                        ))
+                        .is_ok_and(|b| {
+                            crate::data::suite::families(b, *l)
+                                .iter()
+                                .any(|f| families.iter().any(|x| x == f.name()))
+                        })
+                };
+                let k = ls
+                    .iter()
+                    .filter(|l| levels.contains(l) && draws(l))
+                    .filter(|l| {
+                        self.filters
+                            .difficulty
+                            .as_ref()
+                            .is_none_or(|d| d.contains(l))
+                    })
+                    .count() as u64;
                 Some(k * n)
             }
             SourceKind::Jsonl { .. } => None,

@@ -37,6 +37,9 @@ pub struct RunArgs {
     /// Where checkpoints, metrics and the manifest go (default: `runs/<curriculum name>`).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
+    /// Overrides the curriculum's `seed` (sources and stages with their own seed keep it).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// `cpu` or `cuda:N`; overrides the curriculum's `device`.
     #[arg(long)]
     pub device: Option<String>,
@@ -59,7 +62,7 @@ pub const CRASH_EXIT: u8 = 3;
 
 pub fn run(args: RunArgs) -> ExitCode {
     init_tracing();
-    let (c, _) = match crate::check::load(&args.file) {
+    let (c, _) = match crate::check::load_seeded(&args.file, args.seed) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -151,5 +154,47 @@ pub fn plan_status(file: &std::path::Path, run_dir: &std::path::Path) -> ExitCod
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ExportCommand {
+    /// A finished phase's weights as a directory `model = local("DIR")` loads, with
+    /// `provenance.json` (curriculum, phase, fingerprint, weights hash).
+    Model {
+        /// The run directory written by `curric run`.
+        run_dir: PathBuf,
+        /// Where to write the model files.
+        #[arg(long)]
+        out: PathBuf,
+        /// The phase to export (default: the run's last finished phase).
+        #[arg(long)]
+        phase: Option<String>,
+    },
+}
+
+pub fn export(cmd: ExportCommand) -> ExitCode {
+    init_tracing();
+    match cmd {
+        ExportCommand::Model {
+            run_dir,
+            out,
+            phase,
+        } => match super::export::export_model(&run_dir, phase.as_deref(), &out) {
+            Ok(p) => {
+                eprintln!(
+                    "exported {} / {} to {} (weights blake3 {})",
+                    p.curriculum,
+                    p.phase,
+                    out.display(),
+                    &p.weights_blake3[..16]
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -10,9 +10,11 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod compare;
 pub mod driver;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod fingerprint;
 pub mod manifest;
 pub mod metrics;

@@ -232,6 +232,7 @@ impl PhaseTrainer for SftTrainer {
                 (keys::LR.to_string(), st.lr),
                 ("grad_norm".to_string(), st.grad_norm),
                 (keys::TOKENS_PER_S.to_string(), st.tokens / secs),
+                ("sft_samples".to_string(), inputs.len() as f64),
             ]
             .into(),
             samples: samples.len() as u64,
@@ -331,6 +332,11 @@ impl PhaseTrainer for GrpoTrainer {
             ("dropped_groups".to_string(), m.dropped_groups as f64),
             ("groups_trained".to_string(), m.groups_trained as f64),
             ("retries".to_string(), m.retries as f64),
+            // What compute-matching counts: every completion sampled, retries included.
+            (
+                "rollouts".to_string(),
+                (drawn * self.cfg.group_size as u64) as f64,
+            ),
             ("time/rollout_s".to_string(), m.rollout_s),
             ("time/reward_s".to_string(), m.reward_s),
             ("time/update_s".to_string(), m.update_s),
@@ -437,6 +443,7 @@ impl PhaseTrainer for ProbeTrainer {
         Ok(StepOutcome {
             metrics: [
                 ("pass_rate".to_string(), passed as f64 / n),
+                ("rollouts".to_string(), (groups.len() * self.k) as f64),
                 (keys::REWARD.to_string(), reward / n),
                 (
                     keys::TOKENS_PER_S.to_string(),

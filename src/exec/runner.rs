@@ -380,12 +380,13 @@ impl Ctx<'_> {
                     levels,
                     n,
                     seed,
+                    families,
                 } => {
                     let cap = crate::data::Capability::new(capability.clone());
                     let mut all = Vec::new();
                     for l in levels {
                         all.extend(
-                            suite::generate(&cap, *l, *n as usize, *seed)
+                            suite::generate_families(&cap, *l, *n as usize, *seed, families)
                                 .map_err(|e| perr(&p.id, e))?,
                         );
                     }

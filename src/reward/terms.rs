@@ -148,8 +148,7 @@ impl Format {
         match &self.style {
             // An empty answer is not the structure: GRPO finds `\boxed{}` long before it finds
             // right answers, and a format term that pays for it is reward-hacked.
-            FormatStyle::ThinkThenBoxed => think_block(text)
-                .is_some_and(|rest| extract::boxed(rest).is_some_and(|b| !b.is_empty())),
+            FormatStyle::ThinkThenBoxed => think_block(text).is_some_and(boxed_ends),
             FormatStyle::ThinkThenAnswer => think_block(text).is_some_and(|rest| {
                 let r = rest.trim();
                 r.starts_with("<answer>")
@@ -174,6 +173,33 @@ impl Format {
 }
 
 /// After a leading `<think>…</think>` (exactly one of each, non-empty thoughts), the rest.
+/// One non-empty `\boxed{…}` that ends the completion (a final full stop allowed): text after
+/// the answer is not the structure, and rewarding it teaches a policy never to stop.
+fn boxed_ends(rest: &str) -> bool {
+    let Some(at) = rest.find("\\boxed{") else {
+        return false;
+    };
+    if rest[at + 1..].contains("\\boxed{") {
+        return false;
+    }
+    let inner = &rest[at + "\\boxed{".len()..];
+    let mut depth = 1usize;
+    for (i, c) in inner.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    let after = inner[i + 1..].trim();
+                    return !inner[..i].trim().is_empty() && (after.is_empty() || after == ".");
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 fn think_block(text: &str) -> Option<&str> {
     let t = text.trim_start();
     let body = t.strip_prefix("<think>")?;

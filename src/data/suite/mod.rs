@@ -16,6 +16,27 @@
 //! | text_reasoning (numbers ≤ 9 / 20 / 50) | one-step add/subtract, two boxes | two steps, three boxes | bags × each then two steps, boxes after a change |
 //! | visual_reasoning (2–4 / 4–6 / 6–8 objects) | count then add, compare two colours | total of two colours, compare shapes, difference | most frequent colour, points (count × worth, summed), difference |
 //!
+//! Why each capability exists, and which paper's setting it mirrors:
+//!
+//! - `perception` is method B's stage 1 ("questions about image details that a model gets
+//!   wrong from the image but right from a caption"): every answer is read off the image, and
+//!   the trace says what was seen before answering. Its `describe` family is the caption —
+//!   every object, by colour and shape — that method B's caption-SFT arm trains on instead of
+//!   perception RL (`families = [describe]` selects it), and that method A's stage-1 rewards
+//!   (`scene_f1`, `keyword_recall`) grade.
+//! - `text_reasoning` is method B's stage 2 (text-only math): the same operations that visual
+//!   reasoning needs (add, subtract, compare, multiply then add), with the numbers given in
+//!   words instead of seen, so the reasoning half can be trained without the seeing half
+//!   (`freeze = ["visual"]` in that stage).
+//! - `visual_reasoning` is method B's stage 3 and method A's RL questions: each problem
+//!   composes perception (count what is in the image) with reasoning (compute with the
+//!   counts), so it is solved only when both halves work.
+//!
+//! Levels are the difficulty axis of both methods: more objects and distractor colours and
+//! shapes (perception, visual), more steps and larger numbers (text). The shipped base model's
+//! held-out pass rates per level are in the README; a probe stage measures pass rates per
+//! problem when a curriculum orders by them instead (method A's bands).
+//!
 //! Example (visual_reasoning, hard): `<image> Each red shape is worth 3 points and each blue
 //! shape is worth 2 points. How many points are there in total? Answer with a number.` with
 //! trace `<think> red 2 * 3 = 6, blue 1 * 2 = 2, 6 + 2 = 8 </think> \boxed{8}`.
@@ -154,6 +175,20 @@ impl Suite {
         index: usize,
         seed: u64,
     ) -> Result<Sample, DataError> {
+        self.sample_from(cap, level, split, index, seed, &[])
+    }
+
+    /// Sample `index` of the stream restricted to the families `only` (empty: all), which
+    /// must include one the level draws.
+    pub fn sample_from(
+        &self,
+        cap: Builtin,
+        level: Level,
+        split: Split,
+        index: usize,
+        seed: u64,
+        only: &[Family],
+    ) -> Result<Sample, DataError> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed::mix(&[
             seed,
             split.tag(),
@@ -162,7 +197,7 @@ impl Suite {
             index as u64,
         ]));
         for _ in 0..MAX_REDRAWS {
-            let task = tasks::draw(&mut rng, cap, level, &self.scene);
+            let task = tasks::draw(&mut rng, cap, level, &self.scene, only);
             let image = task.scene.as_ref().map(|s| s.render(&self.scene));
             if content_split(&task.problem, image.as_ref()) != split {
                 continue;
@@ -205,6 +240,35 @@ pub fn generate(
     seed: u64,
 ) -> Result<Vec<Sample>, DataError> {
     Suite::default().generate(cap, level, n, seed)
+}
+
+/// `n` training samples of the named task families only (default geometry). A level that
+/// draws none of them yields no samples; an unknown name is an error.
+pub fn generate_families(
+    cap: &Capability,
+    level: Level,
+    n: usize,
+    seed: u64,
+    names: &[String],
+) -> Result<Vec<Sample>, DataError> {
+    if names.is_empty() {
+        return generate(cap, level, n, seed);
+    }
+    let builtin = Builtin::parse(cap)?;
+    let mut only = Vec::new();
+    for name in names {
+        only.push(
+            Family::from_name(name)
+                .ok_or_else(|| DataError::Suite(format!("no task family `{name}`")))?,
+        );
+    }
+    if !families(builtin, level).iter().any(|f| only.contains(f)) {
+        return Ok(Vec::new());
+    }
+    let suite = Suite::default();
+    (0..n)
+        .map(|i| suite.sample_from(builtin, level, Split::Train, i, seed, &only))
+        .collect()
 }
 
 /// `n` held-out samples with the default geometry.

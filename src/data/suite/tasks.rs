@@ -105,6 +105,15 @@ pub enum Family {
 }
 
 impl Family {
+    /// The family with this name, among those any capability draws at any level.
+    pub fn from_name(name: &str) -> Option<Family> {
+        Builtin::ALL
+            .iter()
+            .flat_map(|c| Level::ALL.iter().flat_map(move |l| families(*c, *l)))
+            .copied()
+            .find(|f| f.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Family::CountColour => "count_colour",
@@ -179,11 +188,23 @@ impl Task {
 
 /// Draws one task of the given capability and level. Families whose preconditions a scene
 /// does not meet (a tie, too few objects) are redrawn, so this always returns a task.
-pub fn draw<R: Rng>(rng: &mut R, cap: Builtin, level: Level, cfg: &SceneConfig) -> Task {
+/// `only` restricts the level's families (empty: all of them); the caller makes sure at least
+/// one of them is drawn at this level.
+pub fn draw<R: Rng>(
+    rng: &mut R,
+    cap: Builtin,
+    level: Level,
+    cfg: &SceneConfig,
+    only: &[Family],
+) -> Task {
     let k = knobs(cap, level);
-    let fams = families(cap, level);
+    let fams: Vec<Family> = families(cap, level)
+        .iter()
+        .copied()
+        .filter(|f| only.is_empty() || only.contains(f))
+        .collect();
     loop {
-        let family = *fams.choose(rng).expect("every level has families");
+        let family = *fams.choose(rng).expect("the level draws one of `only`");
         let task = match cap {
             Builtin::TextReasoning => Some(text_task(rng, family, &k)),
             _ => {
