@@ -33,17 +33,22 @@ pub fn run_cli(args: BenchArgs) -> std::process::ExitCode {
             presets: args.presets,
             device,
         };
-        print!("{}", header());
+        if let Err(code) = crate::out::stdout(&header()) {
+            return Ok(Some(code));
+        }
         for name in presets(&opts) {
             let row = bench_preset(&name, opts.quick, &opts.device)?;
-            print!("{}", row_line(&row));
+            if let Err(code) = crate::out::stdout(&row_line(&row)) {
+                return Ok(Some(code));
+            }
         }
-        Ok(())
+        Ok(None)
     });
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(Some(code)) => code,
+        Ok(None) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             std::process::ExitCode::FAILURE
         }
     }

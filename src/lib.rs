@@ -14,6 +14,7 @@ pub mod data;
 pub mod exec;
 pub mod grpo;
 pub mod model;
+pub mod out;
 pub mod plan;
 pub mod reward;
 pub mod rollout;

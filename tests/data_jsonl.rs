@@ -200,3 +200,30 @@ fn write_then_read_keeps_pass_rates_and_extra_fields() {
     assert_eq!(back[2].extra["note"]["k"][1], 2);
     assert_eq!(back[2].extra["family"], samples[2].extra["family"]);
 }
+
+#[test]
+fn devices_directories_and_undecodable_images_are_named_errors() {
+    // A device would be read forever; a directory is not data.
+    for p in [Path::new("/dev/zero"), Path::new("/tmp")] {
+        let err = jsonl::read(p, &ReadOptions::default()).unwrap_err();
+        assert!(matches!(err, DataError::NotAFile { .. }), "{err}");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("adir")).unwrap();
+    fs::write(dir.path().join("empty.png"), b"").unwrap();
+    fs::write(dir.path().join("text.png"), b"not an image").unwrap();
+    for (img, what) in [
+        ("adir", "is not a regular file"),
+        ("empty.png", "cannot be decoded"),
+        ("text.png", "cannot be decoded"),
+    ] {
+        let row = format!(r#"{{"problem": "<image> q", "answer": "1", "images": ["{img}"]}}"#);
+        let f = write(dir.path(), "d.jsonl", &["", &row]);
+        let err = jsonl::read(&f, &ReadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("d.jsonl:2: field `images`"), "{img}: {err}");
+        assert!(err.contains(what), "{img}: {err}");
+    }
+}

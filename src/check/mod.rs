@@ -126,15 +126,15 @@ pub fn load_seeded(
     let checked = match check_file_seeded(path, seed) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: cannot read {}: {e}", path.display());
+            crate::errln!("error: cannot read {}: {e}", path.display());
             return Err(std::process::ExitCode::FAILURE);
         }
     };
-    eprint!("{}", render_for_stderr(&checked.report));
+    crate::errprint!("{}", render_for_stderr(&checked.report));
     match checked.curriculum {
         Some(c) => Ok((c, checked.report)),
         None => {
-            eprintln!("error: {}", checked.report);
+            crate::errln!("error: {}", checked.report);
             Err(std::process::ExitCode::FAILURE)
         }
     }
@@ -143,20 +143,17 @@ pub fn load_seeded(
 /// `curric check FILE`: 0 when clean (warnings allowed), 1 on errors.
 pub fn run_check(path: &Path) -> std::process::ExitCode {
     match load(path) {
-        Ok((c, report)) => {
-            println!(
-                "{}: ok ({} stage{}, {} source{}, {} reward set{}; {})",
-                path.display(),
-                c.stages.len(),
-                if c.stages.len() == 1 { "" } else { "s" },
-                c.sources.len(),
-                if c.sources.len() == 1 { "" } else { "s" },
-                c.rewards.len(),
-                if c.rewards.len() == 1 { "" } else { "s" },
-                report.counts()
-            );
-            std::process::ExitCode::SUCCESS
-        }
+        Ok((c, report)) => crate::out::print(&format!(
+            "{}: ok ({} stage{}, {} source{}, {} reward set{}; {})\n",
+            path.display(),
+            c.stages.len(),
+            if c.stages.len() == 1 { "" } else { "s" },
+            c.sources.len(),
+            if c.sources.len() == 1 { "" } else { "s" },
+            c.rewards.len(),
+            if c.rewards.len() == 1 { "" } else { "s" },
+            report.counts()
+        )),
         Err(code) => code,
     }
 }

@@ -56,12 +56,9 @@ pub fn execute(cmd: DataCommand) -> Result<String, DataError> {
 
 pub fn run(cmd: DataCommand) -> ExitCode {
     match execute(cmd) {
-        Ok(msg) => {
-            println!("{msg}");
-            ExitCode::SUCCESS
-        }
+        Ok(msg) => crate::out::print(&format!("{msg}\n")),
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -23,6 +23,8 @@ pub enum DataError {
         field: String,
         message: String,
     },
+    #[error("`{}` is not a regular file (a directory or a device cannot be a data source)", path.display())]
+    NotAFile { path: PathBuf },
     #[error("{}:{line}: image `{}` does not exist", file.display(), image.display())]
     MissingImage {
         file: PathBuf,

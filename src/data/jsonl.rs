@@ -56,6 +56,16 @@ const KNOWN: [&str; 10] = [
 
 /// Reads a JSONL file. Blank lines are ignored; line numbers are 1-based.
 pub fn read(path: &Path, opts: &ReadOptions) -> Result<Loaded, DataError> {
+    // `/dev/zero` would be read forever, a directory fails with a confusing message.
+    let meta = fs::metadata(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(DataError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
     let text = fs::read_to_string(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
         source,
@@ -188,14 +198,29 @@ fn parse_row(
     let mut images = Vec::with_capacity(image_paths.len());
     for rel in &image_paths {
         let full = base.join(rel);
-        if !full.is_file() {
+        if !full.exists() {
             return Err(DataError::MissingImage {
                 file: path.to_path_buf(),
                 line,
                 image: full,
             });
         }
-        images.push(Arc::new(load_image(&full, opts.image_size)?));
+        let field = |message: String| DataError::Field {
+            path: path.to_path_buf(),
+            line,
+            field: "images".into(),
+            message,
+        };
+        if !full.is_file() {
+            return Err(field(format!("`{}` is not a regular file", full.display())));
+        }
+        let img = load_image(&full, opts.image_size).map_err(|e| match e {
+            DataError::Image { path, message } => {
+                field(format!("`{}` cannot be decoded: {message}", path.display()))
+            }
+            other => other,
+        })?;
+        images.push(Arc::new(img));
     }
     row.retain(|k, _| !KNOWN.contains(&k.as_str()));
     Ok(Sample {

@@ -19,12 +19,9 @@ pub struct ReportArgs {
 pub fn report(args: ReportArgs) -> ExitCode {
     init_tracing();
     match super::report::run_report(&args.run_dir, args.json) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
+        Ok(text) => crate::out::print(&text),
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -69,7 +66,7 @@ pub fn run(args: RunArgs) -> ExitCode {
     let plan = match crate::plan::plan(&c) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -102,21 +99,21 @@ pub fn run(args: RunArgs) -> ExitCode {
                     O::Ran { reason, .. } => {
                         ran += 1;
                         if args.quiet {
-                            eprintln!("{reason}");
+                            crate::errln!("{reason}");
                         }
                     }
                     O::Skipped { .. } => skipped += 1,
                     O::Interrupted { id, step } => {
-                        eprintln!("interrupted: {id} checkpointed after step {step}; resume with `{resume}`");
+                        crate::errln!("interrupted: {id} checkpointed after step {step}; resume with `{resume}`");
                         return ExitCode::from(130);
                     }
                     O::Crashed { id, step } => {
-                        eprintln!("stopped {id} after step {step} (--stop-after-steps); resume with `{resume}`");
+                        crate::errln!("stopped {id} after step {step} (--stop-after-steps); resume with `{resume}`");
                         return ExitCode::from(CRASH_EXIT);
                     }
                 }
             }
-            eprintln!(
+            crate::errln!(
                 "{}: {ran} phase(s) ran, {skipped} fresh, in {:.1}s; see `curric report {}`",
                 plan.name,
                 t0.elapsed().as_secs_f64(),
@@ -125,7 +122,7 @@ pub fn run(args: RunArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -140,18 +137,18 @@ pub fn plan_status(file: &std::path::Path, run_dir: &std::path::Path) -> ExitCod
     let plan = match crate::plan::plan(&c) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
     match super::runner::status(&plan, run_dir) {
-        Ok(status) => {
-            print!("{}", crate::plan::render_table(&plan, Some(&status)));
-            println!("{}", crate::plan::summary(&plan));
-            ExitCode::SUCCESS
-        }
+        Ok(status) => crate::out::print(&format!(
+            "{}{}\n",
+            crate::plan::render_table(&plan, Some(&status)),
+            crate::plan::summary(&plan)
+        )),
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -182,7 +179,7 @@ pub fn export(cmd: ExportCommand) -> ExitCode {
             phase,
         } => match super::export::export_model(&run_dir, phase.as_deref(), &out) {
             Ok(p) => {
-                eprintln!(
+                crate::errln!(
                     "exported {} / {} to {} (weights blake3 {})",
                     p.curriculum,
                     p.phase,
@@ -192,7 +189,7 @@ pub fn export(cmd: ExportCommand) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                crate::errln!("error: {e}");
                 ExitCode::FAILURE
             }
         },

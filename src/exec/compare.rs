@@ -343,7 +343,7 @@ fn base_dir(out: &Path, model: &ModelSpec, seed: u64) -> Result<(String, PathBuf
         message: e,
     };
     match model {
-        ModelSpec::Local { path } => Ok((path.clone(), PathBuf::from(path))),
+        ModelSpec::Local { path } => Ok((lexical(path), PathBuf::from(path))),
         ModelSpec::TinyVlm { preset } => {
             let label = format!("tiny_vlm({preset}) seed {seed}");
             let dir = out
@@ -370,6 +370,21 @@ fn base_dir(out: &Path, model: &ModelSpec, seed: u64) -> Result<(String, PathBuf
             "`hf(\"{repo}\")` bases are not compared yet: export the run's base with a local() model"
         ))),
     }
+}
+
+/// `curricula/../models/x` → `models/x`, for labels (the path itself is used as written).
+fn lexical(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "." | "" if !parts.is_empty() => {}
+            ".." if parts.last().is_some_and(|p| *p != "..") => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts.join("/")
 }
 
 /// Where the run's final weights are, and what the run spent.
@@ -836,10 +851,15 @@ pub fn render_svg(t: &Table) -> Result<String> {
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(groups)
+            // Tenths of a group: one of them falls on each group's centre, which gets the name.
+            .x_labels(groups * 10 + 1)
             .x_label_formatter(&|x| {
-                let i = x.floor() as usize;
-                names.get(i).cloned().unwrap_or_default()
+                let i = x.floor();
+                if (x - i - 0.5).abs() < 0.01 {
+                    names.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
             })
             .y_desc("accuracy %")
             .draw()
@@ -858,7 +878,7 @@ pub fn render_svg(t: &Table) -> Result<String> {
                         std: 0.0,
                     })
                 };
-                let x0 = ai as f64 + 0.1 + si as f64 * width_per + 0.5 / groups as f64 * 0.0;
+                let x0 = ai as f64 + 0.1 + si as f64 * width_per;
                 let (y, sd) = (m.mean * 100.0, m.std * 100.0);
                 bars.push(Rectangle::new(
                     [(x0, 0.0), (x0 + width_per * 0.9, y)],
@@ -925,26 +945,38 @@ pub fn run_cli(args: CompareArgs) -> ExitCode {
     });
     match result {
         Ok(t) => {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&t).expect("serialisable")
-                );
-            } else {
-                print!("{}", render_markdown(&t));
-            }
             for w in &t.warnings {
-                eprintln!("warning: {w}");
+                crate::errln!("warning: {w}");
             }
-            ExitCode::SUCCESS
+            if args.json {
+                let json = serde_json::to_string_pretty(&t).expect("serialisable");
+                crate::out::print(&format!("{json}\n"))
+            } else {
+                crate::out::print(&render_markdown(&t))
+            }
         }
         Err(ExecError::Interrupted(m)) => {
-            eprintln!("interrupted: {m}");
+            crate::errln!("interrupted: {m}");
             ExitCode::from(super::cli::CRASH_EXIT)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lexical;
+
+    #[test]
+    fn labels_resolve_parent_steps() {
+        assert_eq!(
+            lexical("curricula/../models/shapes-base"),
+            "models/shapes-base"
+        );
+        assert_eq!(lexical("/a/./b/../c"), "/a/c");
+        assert_eq!(lexical("../x"), "../x");
     }
 }

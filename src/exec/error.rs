@@ -41,6 +41,12 @@ pub enum ExecError {
 
     #[error("interrupted: {0}")]
     Interrupted(String),
+
+    #[error(
+        "run directory `{dir}` is in use by another curric process (pid {holder}); wait for it, \
+         or pass a different --run-dir"
+    )]
+    Locked { dir: PathBuf, holder: String },
 }
 
 impl ExecError {

@@ -275,6 +275,8 @@ pub struct GrpoTrainer {
     pub cfg: GrpoConfig,
     pub pass_rates: PassRateTable,
     pub eval: Option<(EvalSet, SeedCtx)>,
+    /// Steps of this run of the phase whose dynamic sampling hit its retry cap.
+    pub retry_cap_hits: u64,
 }
 
 impl PhaseTrainer for GrpoTrainer {
@@ -305,6 +307,17 @@ impl PhaseTrainer for GrpoTrainer {
         )
         .map_err(|e| err(&self.phase, e))?;
         self.data.sampler.feedback(m.reward_mean);
+        if m.retry_cap_hit {
+            self.retry_cap_hits += 1;
+            if self.retry_cap_hits == 1 {
+                tracing::warn!(
+                    phase = %self.phase,
+                    "step {step}: dynamic sampling hit its retry cap ({}) and trained on fewer \
+                     groups than asked; later hits are counted in the `retry_cap_hits` metric",
+                    self.cfg.max_retries
+                );
+            }
+        }
         // Online pass rates: a rollout passes as in a probe phase (reward ≥ 0.5), so later
         // phases can order and filter by what this one saw.
         for (id, rewards) in &m.group_rewards {
@@ -332,6 +345,7 @@ impl PhaseTrainer for GrpoTrainer {
             ("dropped_groups".to_string(), m.dropped_groups as f64),
             ("groups_trained".to_string(), m.groups_trained as f64),
             ("retries".to_string(), m.retries as f64),
+            ("retry_cap_hits".to_string(), self.retry_cap_hits as f64),
             // What compute-matching counts: every completion sampled, retries included.
             (
                 "rollouts".to_string(),

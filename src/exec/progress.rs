@@ -33,10 +33,10 @@ pub fn interrupt_flag() -> &'static AtomicBool {
     HANDLER.get_or_init(|| {
         ctrlc::set_handler(|| {
             if INTERRUPTED.swap(true, Ordering::SeqCst) {
-                eprintln!("\ninterrupted again: exiting now");
+                crate::errln!("\ninterrupted again: exiting now");
                 std::process::exit(130);
             }
-            eprintln!("\ninterrupt: finishing the current step, then checkpointing");
+            crate::errln!("\ninterrupt: finishing the current step, then checkpointing");
         })
         .is_ok()
     });

@@ -67,6 +67,47 @@ impl RunDir {
     }
 }
 
+/// The exclusive hold of one writer on a run directory, released when dropped or when the
+/// process dies (an OS file lock, so a killed run leaves no stale lock behind).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: fs::File,
+}
+
+pub const LOCK_FILE: &str = "lock";
+
+impl RunDir {
+    /// Takes the run directory for this process, or fails at once naming the pid that holds
+    /// it: two runs writing one directory would mix checkpoints under each other's
+    /// fingerprints.
+    pub fn lock(&self) -> Result<RunLock> {
+        let path = self.root.join(LOCK_FILE);
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| ExecError::io("open", &path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                return Err(ExecError::Locked {
+                    dir: self.root.clone(),
+                    holder: holder.trim().to_string(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(ExecError::io("lock", &path, e)),
+        }
+        // Who holds it, for the message the next writer gets; the lock itself is the flock.
+        let _ = file.set_len(0);
+        let _ = file.write_all(format!("{}\n", std::process::id()).as_bytes());
+        let _ = file.sync_all();
+        Ok(RunLock { _file: file })
+    }
+}
+
 /// Phase ids come from the plan; keep anything that could escape the directory out of paths.
 pub fn sanitize(id: &str) -> String {
     id.chars()
@@ -130,6 +171,21 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("b.txt")]);
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_until_the_first_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let rd = RunDir::create(dir.path()).unwrap();
+        let held = rd.lock().unwrap();
+        let err = rd.lock().unwrap_err().to_string();
+        assert!(
+            err.contains(&std::process::id().to_string()) && err.contains("another"),
+            "{err}"
+        );
+        drop(held);
+        // A released (or dead holder's) lock is taken over.
+        let _again = rd.lock().unwrap();
     }
 
     #[test]

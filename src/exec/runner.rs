@@ -582,6 +582,7 @@ pub fn run_plan(
     interrupt: &AtomicBool,
 ) -> Result<Vec<PhaseOutcome>> {
     let rd = RunDir::create(&opts.run_dir)?;
+    let _lock = rd.lock()?;
     let device_spec = opts.device.clone().unwrap_or_else(|| plan.device.clone());
     let device =
         crate::model::device(&device_spec).map_err(|e| ExecError::Device(e.to_string()))?;
@@ -611,7 +612,7 @@ pub fn run_plan(
         if f.dirty.is_none() {
             let steps = ctx.manifest.get(&p.id).map(|r| r.steps).unwrap_or(0);
             if !opts.quiet {
-                eprintln!(
+                crate::errln!(
                     "[{}/{}] {} ({}): fresh, skipped",
                     i + 1,
                     total,
@@ -874,6 +875,7 @@ fn execute(
                 cfg,
                 pass_rates: table,
                 eval: eval_set,
+                retry_cap_hits: 0,
             })
         }
         PhaseKind::Probe => {

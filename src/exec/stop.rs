@@ -170,7 +170,7 @@ impl StopCond {
     /// Whether an eval must run after step `step` for this condition.
     pub fn eval_due(&self, step: u64) -> bool {
         match self {
-            StopCond::EvalAtLeast { every, .. } => *every > 0 && step % every == 0,
+            StopCond::EvalAtLeast { every, .. } => *every > 0 && step.is_multiple_of(*every),
             StopCond::And { all: v } | StopCond::Or { any: v } => {
                 v.iter().any(|c| c.eval_due(step))
             }

@@ -53,7 +53,7 @@ pub fn advantages(
     mode: AdvantageMode,
     eps: f64,
 ) -> Result<Vec<f32>, GrpoError> {
-    if group_size == 0 || rewards.len() % group_size != 0 {
+    if group_size == 0 || !rewards.len().is_multiple_of(group_size) {
         return Err(GrpoError::Config(format!(
             "{} rewards do not split into groups of {group_size}",
             rewards.len()

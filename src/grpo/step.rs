@@ -230,7 +230,8 @@ pub fn grpo_step<P: PolicyModel + ?Sized>(
         }
         if m.retries >= cfg.max_retries {
             m.retry_cap_hit = true;
-            tracing::warn!(
+            // A metric, not a warning per step: the trainer warns once per phase.
+            tracing::debug!(
                 "step {step}: dynamic sampling hit its retry cap ({}); training on {} of {} groups",
                 cfg.max_retries,
                 kept.len(),

@@ -435,17 +435,13 @@ pub fn run_plan(path: &std::path::Path, format: Format) -> std::process::ExitCod
     let p = match plan(&c) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    match format {
-        Format::Table => {
-            print!("{}", render_table(&p, None));
-            println!("{}", summary(&p));
-        }
-        Format::Dot => print!("{}", render_dot(&p)),
-        Format::Json => println!("{}", p.to_json()),
-    }
-    std::process::ExitCode::SUCCESS
+    crate::out::print(&match format {
+        Format::Table => format!("{}{}\n", render_table(&p, None), summary(&p)),
+        Format::Dot => render_dot(&p),
+        Format::Json => format!("{}\n", p.to_json()),
+    })
 }

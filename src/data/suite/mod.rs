@@ -91,7 +91,7 @@ pub fn capabilities() -> Vec<Capability> {
 
 /// Which split a problem's content belongs to: one hash bucket in four is eval.
 pub fn content_split(problem: &str, image: Option<&image::RgbImage>) -> Split {
-    if content_hash(problem, image)[0] % 4 == 0 {
+    if content_hash(problem, image)[0].is_multiple_of(4) {
         Split::Eval
     } else {
         Split::Train
