@@ -401,3 +401,40 @@ stage look { kind = eval  capabilities = [perception]  levels = [easy]  n = 2  m
     assert!(s["look"].starts_with("dirty"), "{s:?}");
     assert_eq!(ran(&run(&plan, &opts(&second))), ["look"]);
 }
+
+#[test]
+fn optimizer_moments_are_keyed_by_parameter_name_and_the_run_dir_has_one_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_of(&curriculum("1e-3"));
+    let o = opts(dir.path());
+    // A second writer is refused while the first holds the directory.
+    let held = curric::exec::rundir::RunDir::new(dir.path())
+        .lock()
+        .unwrap();
+    let err = run_plan(&plan, &o, &AtomicBool::new(false)).unwrap_err();
+    assert!(
+        err.to_string().contains("in use by another curric process"),
+        "{err}"
+    );
+    drop(held);
+    run(&plan, &o);
+    let m = Manifest::load(&dir.path().join("manifest.toml"))
+        .unwrap()
+        .unwrap();
+    let ckpt = dir
+        .path()
+        .join(m.get("rl").unwrap().checkpoint.as_ref().unwrap());
+    let state = candle_core::safetensors::load(
+        ckpt.join(curric::exec::checkpoint::OPTIMIZER_FILE),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    // By name, so moments survive a hand-off that changes which tensors train, and a NaN
+    // error names the tensor rather than an index.
+    assert!(
+        state.contains_key("m.model.embed_tokens.weight"),
+        "{:?}",
+        state.keys()
+    );
+    assert!(!state.keys().any(|k| k.starts_with("m.#")));
+}

@@ -132,13 +132,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".into());
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
+    let written = (|| {
         let mut f = fs::File::create(&tmp).map_err(|e| ExecError::io("create", &tmp, e))?;
         f.write_all(bytes)
             .map_err(|e| ExecError::io("write", &tmp, e))?;
         f.sync_all().map_err(|e| ExecError::io("sync", &tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| ExecError::io("rename", &tmp, e))
+    })();
+    if written.is_err() {
+        // A full disk must not also leave half a file behind.
+        let _ = fs::remove_file(&tmp);
     }
-    fs::rename(&tmp, path).map_err(|e| ExecError::io("rename", &tmp, e))?;
+    written?;
     sync_dir(parent);
     Ok(())
 }
@@ -171,6 +176,20 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("b.txt")]);
+    }
+
+    #[test]
+    fn a_failed_atomic_write_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // The target is a non-empty directory: the rename fails after the temp was written.
+        let target = dir.path().join("eval.json");
+        fs::create_dir_all(target.join("x")).unwrap();
+        assert!(write_atomic(&target, b"{}").is_err());
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("eval.json")]);
     }
 
     #[test]

@@ -785,11 +785,9 @@ fn execute(
                 .sft
                 .as_ref()
                 .ok_or_else(|| perr(&p.id, "sft phase without sft settings"))?;
-            let mut opt = AdamW::new(
-                crate::model::PolicyModel::trainable_vars(&policy),
-                adamw(&s.optim, steps),
-            )
-            .map_err(|e| perr(&p.id, e))?;
+            // Named, so a NaN error names the tensor and the moments are keyed by it.
+            let mut opt = AdamW::new_named(policy.named_trainable_vars(), adamw(&s.optim, steps))
+                .map_err(|e| perr(&p.id, e))?;
             ctx.handed_optimizer(p, &mut opt)?;
             let mut data = Data::new(
                 &p.id,
@@ -811,8 +809,9 @@ fn execute(
                 .grpo
                 .as_ref()
                 .ok_or_else(|| perr(&p.id, "grpo phase without grpo settings"))?;
-            let mut opt = AdamW::new(
-                crate::model::PolicyModel::trainable_vars(&policy),
+            // Named, so a NaN error names the tensor and the moments are keyed by it.
+            let mut opt = AdamW::new_named(
+                policy.named_trainable_vars(),
                 adamw(&g.optim, steps * g.mu.max(1)),
             )
             .map_err(|e| perr(&p.id, e))?;
