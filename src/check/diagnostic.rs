@@ -156,6 +156,37 @@ impl Diag {
     pub fn code(&self) -> &'static str {
         self.kind.code()
     }
+
+    /// miette lays a snippet out by column and panics past column 65,535. A line that long is
+    /// data rather than something to read, so such a diagnostic is printed with its position
+    /// instead of a snippet.
+    fn render_without_snippet(&self, file: &str) -> Option<String> {
+        const LONG_LINE: usize = 4096;
+        let text = self.src.as_ref()?.inner();
+        let spans = std::iter::once(self.span).chain(self.notes.iter().map(|(s, _)| *s));
+        let long = spans.into_iter().any(|sp| {
+            let at = sp.start.min(text.len());
+            let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+            let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+            end - start > LONG_LINE
+        });
+        if !long {
+            return None;
+        }
+        let at = self.span.start.min(text.len());
+        let line = text[..at].matches('\n').count() + 1;
+        let col = at - text[..at].rfind('\n').map_or(0, |i| i + 1) + 1;
+        let mut out = format!(
+            "{}\n\n  × {}\n  at {file}:{line}:{col}: {} (the line is too long to show)\n",
+            self.code(),
+            self.message,
+            self.label
+        );
+        if let Some(h) = &self.help {
+            out.push_str(&format!("  help: {h}\n"));
+        }
+        Some(out)
+    }
 }
 
 impl From<SyntaxError> for Diag {
@@ -249,6 +280,10 @@ impl Report {
         let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
         let mut out = String::new();
         for d in &self.diagnostics {
+            if let Some(plain) = d.render_without_snippet(&self.file) {
+                out.push_str(&plain);
+                continue;
+            }
             if handler.render_report(&mut out, d).is_err() {
                 out.push_str(&format!("{}: {}\n", d.code(), d.message));
             }

@@ -290,4 +290,17 @@ mod tests {
         assert_eq!(codes(&c), ["curric::invalid-utf8"]);
         assert_eq!(c.report.diagnostics[0].span.start, 9);
     }
+
+    #[test]
+    fn a_diagnostic_past_column_65535_renders_without_a_snippet() {
+        let text = format!("name = \"{}\"  seed = -1\n", "a".repeat(70_000));
+        let c = check_str(&text, "long.curr", None);
+        assert!(c.report.has_errors());
+        let out = c.report.render();
+        assert!(out.contains("at long.curr:1:"), "{out}");
+        assert!(out.contains("too long to show"), "{out}");
+        // Short lines keep their snippet.
+        let c = check_str("seed = -1\n", "short.curr", None);
+        assert!(c.report.render().contains("seed = -1"));
+    }
 }
