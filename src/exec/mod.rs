@@ -6,7 +6,9 @@
 //! - [`fingerprint`]: fresh or dirty, and why; [`checkpoint`]: verified, atomic checkpoints;
 //! - [`stop`]: stop conditions as a pure evaluator; [`metrics`] and [`tfevents`]: logs;
 //! - [`driver`]: the step loop shared by every phase kind (stop, checkpoint, resume, Ctrl-C);
-//! - [`progress`]: progress bars and interrupt handling; [`report`]: `curric report`.
+//! - [`progress`]: progress bars and interrupt handling; [`report`]: `curric report`;
+//! - [`compare`]: `curric compare`, the grid over seeds and its table; [`export`]: a finished
+//!   phase's weights as a model directory with its provenance.
 
 pub mod checkpoint;
 pub mod cli;
