@@ -326,7 +326,8 @@ impl Diagnostic for Report {
 pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
-        let d = strsim::levenshtein(name, c);
+        // Transpositions count once: `bsae` is one slip from `base`.
+        let d = strsim::damerau_levenshtein(name, c);
         let limit = (name.len().max(c.len()) / 3).max(1);
         if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, c));

@@ -480,12 +480,16 @@ pub fn resolve(
         .collect();
     let stage_list: Vec<&str> = stages.iter().map(|s| s.name.name.as_str()).collect();
     let mut chains: Vec<Vec<usize>> = Vec::new(); // ancestors first, self last
+                                                  // Stages whose `extends` names no stage: the keys they would inherit are unknown, so
+                                                  // "missing key" errors about them would only repeat the one that matters.
+    let mut broken: Vec<Span> = Vec::new();
     for (i, s) in stages.iter().enumerate() {
         let mut chain = vec![i];
         let mut cur = s.block;
         while let Some(p) = &cur.extends {
             match by_name.get(p.name.as_str()) {
                 None => {
+                    broken.push(s.name.span);
                     ctx.push(
                         Diag::error(
                             ErrorKind::UnknownStage,
@@ -613,6 +617,10 @@ pub fn resolve(
         );
     }
 
+    ctx.diags.retain(|d| {
+        !(broken.contains(&d.span)
+            && matches!(d.kind, ErrorKind::MissingKey | ErrorKind::UnboundedPhase))
+    });
     let diags = dedup(ctx.diags);
     let curriculum = Curriculum {
         name,
