@@ -438,3 +438,31 @@ fn optimizer_moments_are_keyed_by_parameter_name_and_the_run_dir_has_one_writer(
     );
     assert!(!state.keys().any(|k| k.starts_with("m.#")));
 }
+
+#[test]
+fn a_bad_source_of_a_late_stage_fails_before_anything_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("late.jsonl");
+    std::fs::write(
+        &data,
+        "{\"problem\": \"What is 1 + 1?\", \"answer\": \"2\"}\n{\"problem\": 3}\n",
+    )
+    .unwrap();
+    let text = format!(
+        "name = \"late\"\nseed = 1\nmodel = tiny_vlm(nano)\ndevice = cpu\n\
+         source s {{ suite = perception n = 4 }}\n\
+         source late {{ jsonl = \"{}\" }}\n\
+         reward r = 1.0 accuracy\n\
+         stage first {{ kind = sft mix = s stop = steps(2) batch_size = 2 }}\n\
+         stage second {{ after = first mix = late reward = r group_size = 2 prompts_per_step = 1 \
+         max_new_tokens = 4 stop = steps(1) }}\n",
+        data.display()
+    );
+    let plan = plan_of(&text);
+    let run_dir = dir.path().join("run");
+    let err = run_plan(&plan, &opts(&run_dir), &AtomicBool::new(false)).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("late.jsonl:2"), "{msg}");
+    // Nothing trained: the first stage never started.
+    assert!(!run_dir.join("phases/first").exists());
+}

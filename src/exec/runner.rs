@@ -583,6 +583,7 @@ pub fn run_plan(
 ) -> Result<Vec<PhaseOutcome>> {
     let rd = RunDir::create(&opts.run_dir)?;
     let _lock = rd.lock()?;
+    validate_sources(plan)?;
     let device_spec = opts.device.clone().unwrap_or_else(|| plan.device.clone());
     let device =
         crate::model::device(&device_spec).map_err(|e| ExecError::Device(e.to_string()))?;
@@ -639,6 +640,24 @@ pub fn run_plan(
         }
     }
     Ok(outcomes)
+}
+
+/// Reads every JSONL source the plan uses once before any phase starts: a bad row in a source
+/// that only a late stage reads must not cost the stages before it their compute.
+fn validate_sources(plan: &Plan) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for p in &plan.phases {
+        for s in &p.sources {
+            if let SourceKind::Jsonl { resolved, .. } = &s.kind {
+                if seen.insert(resolved.clone()) {
+                    crate::data::jsonl::read(Path::new(resolved), &Default::default()).map_err(
+                        |e| perr(&p.id, format!("source `{}` cannot be used: {e}", s.name)),
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn kind_name(k: PhaseKind) -> &'static str {
