@@ -227,3 +227,21 @@ fn devices_directories_and_undecodable_images_are_named_errors() {
         assert!(err.contains(what), "{img}: {err}");
     }
 }
+
+#[test]
+fn invalid_utf8_names_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("u.jsonl");
+    fs::write(
+        &f,
+        b"{\"problem\": \"q\", \"answer\": \"1\"}\n{\"problem\": \"\xff\", \"answer\": \"2\"}\n",
+    )
+    .unwrap();
+    let err = jsonl::read(&f, &ReadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("u.jsonl:2:") && err.contains("invalid UTF-8 at column 14"),
+        "{err}"
+    );
+}

@@ -66,9 +66,25 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<Loaded, DataError> {
             path: path.to_path_buf(),
         });
     }
-    let text = fs::read_to_string(path).map_err(|source| DataError::Io {
+    let bytes = fs::read(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
         source,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..at];
+        let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+        let col = at
+            - before
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1)
+            + 1;
+        DataError::Json {
+            path: path.to_path_buf(),
+            line,
+            message: format!("invalid UTF-8 at column {col} (JSONL is UTF-8 text)"),
+        }
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
     let stem = path
