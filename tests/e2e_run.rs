@@ -466,3 +466,35 @@ fn a_bad_source_of_a_late_stage_fails_before_anything_trains() {
     // Nothing trained: the first stage never started.
     assert!(!run_dir.join("phases/first").exists());
 }
+
+#[test]
+fn a_failed_phase_records_the_steps_it_trained() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d.jsonl");
+    // Easy rows have traces, the hard ones none: easy -> hard, the second step has nothing
+    // to train on and fails.
+    std::fs::write(
+        &data,
+        "{\"problem\": \"What is 1 + 1?\", \"answer\": \"2\", \"difficulty\": \"easy\", \"trace\": \"<think> 1 + 1 = 2 </think> \\\\boxed{2}\"}\n\
+         {\"problem\": \"What is 2 + 1?\", \"answer\": \"3\", \"difficulty\": \"easy\", \"trace\": \"<think> 2 + 1 = 3 </think> \\\\boxed{3}\"}\n\
+         {\"problem\": \"What is 9 + 9?\", \"answer\": \"18\", \"difficulty\": \"hard\"}\n\
+         {\"problem\": \"What is 8 + 9?\", \"answer\": \"17\", \"difficulty\": \"hard\"}\n",
+    )
+    .unwrap();
+    let text = format!(
+        "name = \"f\"\nseed = 1\nmodel = tiny_vlm(nano)\ndevice = cpu\n\
+         source s {{ jsonl = \"{}\" }}\n\
+         stage a {{ kind = sft mix = s order = easy_to_hard batch_size = 2 stop = steps(3) }}\n",
+        data.display()
+    );
+    let plan = plan_of(&text);
+    let run_dir = dir.path().join("run");
+    let err = run_plan(&plan, &opts(&run_dir), &AtomicBool::new(false)).unwrap_err();
+    assert!(err.to_string().contains("reference trace"), "{err}");
+    let m = Manifest::load(&run_dir.join("manifest.toml"))
+        .unwrap()
+        .unwrap();
+    let a = m.get("a").unwrap();
+    assert_eq!(a.status, PhaseStatus::Failed);
+    assert_eq!(a.steps, 1);
+}

@@ -428,7 +428,8 @@ pub fn to_json(data: &ReportData, chart_files: &[String]) -> serde_json::Value {
 /// transition log (or the JSON view).
 pub fn run_report(run_dir: &Path, json: bool) -> Result<String> {
     let data = gather(run_dir)?;
-    let index = write(run_dir, &data)?;
+    // A run directory one may only read (a colleague's, an archive) still has a table to print.
+    let written = write(run_dir, &data);
     let files: Vec<String> = charts(&data)
         .iter()
         .map(|c| format!("report/{}", c.file))
@@ -444,7 +445,14 @@ pub fn run_report(run_dir: &Path, json: bool) -> Result<String> {
     for t in &data.transitions {
         let _ = writeln!(out, "  {t}");
     }
-    let _ = writeln!(out, "\nreport written to {}", index.display());
+    match written {
+        Ok(index) => {
+            let _ = writeln!(out, "\nreport written to {}", index.display());
+        }
+        Err(e) => {
+            let _ = writeln!(out, "\nno HTML report: {e}");
+        }
+    }
     Ok(out)
 }
 
@@ -570,6 +578,17 @@ mod tests {
         );
         assert_eq!(v["phases"].as_array().unwrap().len(), 4);
         assert_eq!(v["transitions"].as_array().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn the_table_prints_when_the_report_cannot_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_run(dir.path());
+        // A file where the report directory would go: writing fails as on a read-only dir.
+        std::fs::write(dir.path().join("report"), b"").unwrap();
+        let text = run_report(dir.path(), false).unwrap();
+        assert!(text.contains("overall"), "{text}");
+        assert!(text.contains("no HTML report"), "{text}");
     }
 
     #[test]

@@ -729,6 +729,12 @@ fn run_phase(
         }),
         Err(e) => {
             ctx.manifest.fail(&p.id, e.to_string());
+            // What it trained before failing, as its metrics recorded it.
+            let done = super::metrics::read_metrics(&ctx.rd.metrics(&p.id))
+                .ok()
+                .and_then(|m| m.last().map(|r| r.step))
+                .unwrap_or(0);
+            ctx.manifest.entry(&p.id, kind_name(p.kind)).steps = done;
             ctx.manifest.save(&ctx.rd.manifest())?;
             Err(e)
         }
