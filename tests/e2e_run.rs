@@ -498,3 +498,39 @@ fn a_failed_phase_records_the_steps_it_trained() {
     assert_eq!(a.status, PhaseStatus::Failed);
     assert_eq!(a.steps, 1);
 }
+
+#[test]
+fn a_prompt_longer_than_the_context_is_named_when_the_phase_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("long.jsonl");
+    let long = "What is 1 + 1 ? ".repeat(500); // 3,000 tokens > 2,048
+    std::fs::write(
+        &data,
+        format!(
+            "{{\"problem\": \"What is 1 + 1?\", \"answer\": \"2\"}}\n\
+             {{\"problem\": \"{long}\", \"answer\": \"2\"}}\n"
+        ),
+    )
+    .unwrap();
+    let text = format!(
+        "name = \"l\"\nseed = 1\nmodel = tiny_vlm(nano)\ndevice = cpu\n\
+         source s {{ jsonl = \"{}\" }}\n\
+         reward r = 1.0 accuracy\n\
+         stage a {{ mix = s reward = r group_size = 2 prompts_per_step = 1 \
+         max_new_tokens = 4 stop = steps(2) }}\n",
+        data.display()
+    );
+    let plan = plan_of(&text);
+    let run_dir = dir.path().join("run");
+    let err = run_plan(&plan, &opts(&run_dir), &AtomicBool::new(false))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sample `long/2`") && err.contains("context of 2048"),
+        "{err}"
+    );
+    let m = Manifest::load(&run_dir.join("manifest.toml"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.get("a").unwrap().steps, 0);
+}

@@ -642,6 +642,52 @@ pub fn run_plan(
     Ok(outcomes)
 }
 
+/// Every prompt a phase can draw must fit the model's context with room for its answer.
+/// Checked when the phase loads its data, a row that does not fit is named there, instead of
+/// failing the step that happens to draw it (and every resume after).
+fn check_prompt_lengths(
+    p: &Phase,
+    policy: &Policy,
+    pools: &[(String, Vec<Sample>)],
+    answer: usize,
+) -> Result<()> {
+    let cfg = policy.config();
+    let context = cfg.decoder.max_position_embeddings;
+    let per_image = cfg.vision.as_ref().map_or(0, |v| v.num_patches());
+    for (source, samples) in pools {
+        for s in samples {
+            let room = context.saturating_sub(answer + per_image * s.images.len());
+            // A token is at least a byte: a prompt no longer than the room fits without
+            // tokenizing, and one 64 times longer cannot fit (nor is it worth tokenizing).
+            if s.problem.len() <= room {
+                continue;
+            }
+            let tokens = if s.problem.len() > 64 * context {
+                None
+            } else {
+                Some(policy.encode(&s.problem).map_err(|e| perr(&p.id, e))?.len())
+            };
+            if tokens.is_none_or(|n| n > room) {
+                let size = match tokens {
+                    Some(n) => format!("{n} tokens"),
+                    None => format!("{} bytes", s.problem.len()),
+                };
+                return Err(perr(
+                    &p.id,
+                    format!(
+                        "sample `{}` of source `{source}` is too long: its problem is {size}, \
+                         and with {} image tokens and {answer} for the answer it exceeds the \
+                         model's context of {context} tokens",
+                        s.id,
+                        per_image * s.images.len()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads every JSONL source the plan uses once before any phase starts: a bad row in a source
 /// that only a late stage reads must not cost the stages before it their compute.
 fn validate_sources(plan: &Plan) -> Result<()> {
@@ -772,6 +818,13 @@ fn execute(
     policy.set_frozen(&p.freeze);
     let table = ctx.pass_rates(p)?;
     let pools = ctx.pools(p, &table)?;
+    let answer = match (&p.grpo, &p.sft, &p.probe) {
+        (Some(g), _, _) => g.max_new_tokens,
+        (_, Some(s), _) => s.max_tokens,
+        (_, _, Some(pr)) => pr.max_new_tokens,
+        _ => 0,
+    };
+    check_prompt_lengths(p, &policy, &pools, answer as usize)?;
     let epoch_samples: u64 = pools.iter().map(|(_, s)| s.len() as u64).sum();
     let per_step = match (&p.grpo, &p.sft, &p.probe) {
         (Some(g), _, _) => g.prompts_per_step,
