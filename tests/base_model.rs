@@ -10,8 +10,9 @@
 use std::path::{Path, PathBuf};
 
 use curric::check::ModelSpec;
-use curric::exec::export::{export_model, file_blake3, Provenance};
+use curric::exec::export::{export_model, Provenance};
 use curric::exec::fingerprint::assess;
+use curric::exec::fingerprint::hash_file;
 use curric::exec::runner::{phase_inputs, run_plan, RunOptions};
 
 fn root() -> PathBuf {
@@ -31,7 +32,7 @@ fn shipped_base_is_the_one_base_curr_declares() {
     let dir = root().join("models/shapes-base");
     let prov = Provenance::load(&dir).unwrap();
     assert_eq!(
-        file_blake3(&dir.join("model.safetensors")).unwrap(),
+        hash_file(&dir.join("model.safetensors")).unwrap(),
         prov.weights_blake3,
         "models/shapes-base/model.safetensors is not the file provenance.json records"
     );

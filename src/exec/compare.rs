@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ExecError, Result};
 use super::eval::EvalResult;
-use super::export::file_blake3;
 use super::fingerprint::assess;
+use super::fingerprint::hash_file;
 use super::manifest::{Manifest, PhaseStatus};
 use super::phases::EvalSet;
 use super::rundir::{write_atomic, RunDir};
@@ -274,35 +274,34 @@ pub fn eval_set(n: u64, max_new_tokens: u64) -> Result<EvalSet> {
     let mut samples = Vec::new();
     for cap in suite::capabilities() {
         for level in Level::ALL {
-            samples.extend(
-                suite::eval_split(&cap, level, n as usize, EVAL_SEED).map_err(|e| {
-                    ExecError::Phase {
-                        phase: "compare".into(),
-                        message: e.to_string(),
-                    }
-                })?,
-            );
+            samples.extend(suite::eval_split(&cap, level, n as usize, EVAL_SEED).map_err(cerr)?);
         }
     }
-    let mut rewards = crate::reward::RewardSet::new();
-    let acc = crate::reward::build("accuracy", &serde_json::Map::new()).map_err(|e| {
-        ExecError::Phase {
-            phase: "compare".into(),
-            message: e.to_string(),
-        }
-    })?;
-    rewards.push(1.0, acc);
     Ok(EvalSet {
         samples,
-        rewards,
+        rewards: crate::reward::RewardSet::accuracy().map_err(cerr)?,
         max_new_tokens: max_new_tokens as usize,
     })
 }
 
+/// An error of the comparison itself (not of one of its runs).
+fn cerr(e: impl std::fmt::Display) -> ExecError {
+    ExecError::Phase {
+        phase: "compare".into(),
+        message: e.to_string(),
+    }
+}
+
 /// Evaluates the weights in `dir` on the shared set, cached under their hash.
-fn shared_eval(out: &Path, set: &EvalSet, spec: &EvalSpec, dir: &Path) -> Result<Scores> {
+fn shared_eval(
+    out: &Path,
+    set: &EvalSet,
+    spec: &EvalSpec,
+    dir: &Path,
+    device: &candle_core::Device,
+) -> Result<Scores> {
     let weights = dir.join(super::export::WEIGHTS_FILE);
-    let key = file_blake3(&weights)?;
+    let key = hash_file(&weights)?;
     let cache = out.join("evals").join(format!(
         "{}-n{}-t{}.json",
         &key[..32],
@@ -314,11 +313,8 @@ fn shared_eval(out: &Path, set: &EvalSet, spec: &EvalSpec, dir: &Path) -> Result
             return Ok(s);
         }
     }
-    let device = candle_core::Device::Cpu;
-    let policy = Policy::load(dir, &device).map_err(|e| ExecError::Phase {
-        phase: "compare".into(),
-        message: format!("cannot load `{}`: {e}", dir.display()),
-    })?;
+    let policy = Policy::load(dir, device)
+        .map_err(|e| cerr(format!("cannot load `{}`: {e}", dir.display())))?;
     let ctx = SeedCtx {
         seed: EVAL_SEED,
         phase: phase_key("compare"),
@@ -404,11 +400,8 @@ fn run_totals(run_dir: &Path) -> Result<(PathBuf, u64, u64, f64)> {
             ),
         });
     }
-    let last = m
-        .phases
-        .iter()
-        .rev()
-        .find_map(|r| r.checkpoint.as_ref())
+    let last = super::export::final_phase(&m)
+        .and_then(|r| r.checkpoint.as_ref())
         .ok_or_else(|| ExecError::NoCheckpoint {
             dir: run_dir.to_path_buf(),
             reason: "no phase left a checkpoint".into(),
@@ -687,6 +680,8 @@ pub fn compare(args: &CompareArgs, interrupt: &AtomicBool) -> Result<Table> {
         )));
     }
 
+    let device = crate::model::device(args.device.as_deref().unwrap_or("cpu"))
+        .map_err(|e| ExecError::Device(e.to_string()))?;
     let spec_set = eval_set(args.eval_n, args.max_new_tokens)?;
     let spec = EvalSpec {
         seed: EVAL_SEED,
@@ -698,9 +693,9 @@ pub fn compare(args: &CompareArgs, interrupt: &AtomicBool) -> Result<Table> {
     let mut table_arms = Vec::new();
     for a in &arms {
         let (label, dir) = base_dir(&args.out, &a.model, a.base_seed)?;
-        let key = file_blake3(&dir.join(super::export::WEIGHTS_FILE))?[..16].to_string();
+        let key = hash_file(&dir.join(super::export::WEIGHTS_FILE))?[..16].to_string();
         if !bases.iter().any(|b| b.key == key) {
-            let scores = shared_eval(&args.out, &spec_set, &spec, &dir)?;
+            let scores = shared_eval(&args.out, &spec_set, &spec, &dir, &device)?;
             bases.push(Base {
                 key: key.clone(),
                 model: label,
@@ -711,7 +706,7 @@ pub fn compare(args: &CompareArgs, interrupt: &AtomicBool) -> Result<Table> {
         let mut seed_runs = Vec::new();
         for (seed, _, dir) in &a.runs {
             let (weights, rollouts, sft_samples, wall_s) = run_totals(dir)?;
-            let scores = shared_eval(&args.out, &spec_set, &spec, &weights)?;
+            let scores = shared_eval(&args.out, &spec_set, &spec, &weights, &device)?;
             seed_runs.push(SeedRun {
                 seed: *seed,
                 run_dir: dir.display().to_string(),

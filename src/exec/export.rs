@@ -40,14 +40,8 @@ impl Provenance {
     }
 }
 
-/// blake3 of a file, hex.
-pub fn file_blake3(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| ExecError::io("read", path, e))?;
-    Ok(blake3::hash(&bytes).to_hex().to_string())
-}
-
 /// The phase whose weights a run ends with: the last finished phase in plan order.
-fn final_phase(m: &Manifest) -> Option<&super::manifest::PhaseRecord> {
+pub fn final_phase(m: &Manifest) -> Option<&super::manifest::PhaseRecord> {
     m.phases
         .iter()
         .rev()
@@ -106,7 +100,7 @@ pub fn export_model(run_dir: &Path, phase: Option<&str>, out: &Path) -> Result<P
         curriculum: manifest.curriculum.clone(),
         phase: rec.id.clone(),
         fingerprint: fingerprint.clone(),
-        weights_blake3: file_blake3(&out.join(WEIGHTS_FILE))?,
+        weights_blake3: super::fingerprint::hash_file(&out.join(WEIGHTS_FILE))?,
         curric_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let mut json = serde_json::to_string_pretty(&provenance).expect("serialisable");

@@ -214,13 +214,7 @@ fn rewards(phase: &Phase) -> Result<RewardSet> {
         )
         .map_err(|e| perr(&phase.id, e)),
         // Eval phases without a reward set grade by the boxed answer.
-        None => {
-            let mut set = RewardSet::new();
-            let acc = crate::reward::build("accuracy", &serde_json::Map::new())
-                .map_err(|e| perr(&phase.id, e))?;
-            set.push(1.0, acc);
-            Ok(set)
-        }
+        None => RewardSet::accuracy().map_err(|e| perr(&phase.id, e)),
     }
 }
 

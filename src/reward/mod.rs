@@ -196,6 +196,14 @@ impl RewardSet {
         RewardSet::default()
     }
 
+    /// Grading by the answer alone (`accuracy` with its defaults): what eval phases without a
+    /// reward set and `curric compare`'s shared eval use.
+    pub fn accuracy() -> Result<Self, RewardError> {
+        let mut set = RewardSet::new();
+        set.push(1.0, build("accuracy", &Map::new())?);
+        Ok(set)
+    }
+
     /// Builds every `(name, weight, args)` term.
     pub fn from_spec<'a>(
         spec: impl IntoIterator<Item = (&'a str, f32, &'a Map<String, Value>)>,

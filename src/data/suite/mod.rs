@@ -160,9 +160,26 @@ impl Suite {
         n: usize,
         seed: u64,
     ) -> Result<Vec<Sample>, DataError> {
+        self.stream_from(cap, level, split, n, seed, &[])
+    }
+
+    /// [`Suite::stream`] restricted to the families `only` (empty: all); a level that draws
+    /// none of them yields no samples.
+    pub fn stream_from(
+        &self,
+        cap: &Capability,
+        level: Level,
+        split: Split,
+        n: usize,
+        seed: u64,
+        only: &[Family],
+    ) -> Result<Vec<Sample>, DataError> {
         let builtin = Builtin::parse(cap)?;
+        if !only.is_empty() && !families(builtin, level).iter().any(|f| only.contains(f)) {
+            return Ok(Vec::new());
+        }
         (0..n)
-            .map(|i| self.sample(builtin, level, split, i, seed))
+            .map(|i| self.sample_from(builtin, level, split, i, seed, only))
             .collect()
     }
 
@@ -251,24 +268,14 @@ pub fn generate_families(
     seed: u64,
     names: &[String],
 ) -> Result<Vec<Sample>, DataError> {
-    if names.is_empty() {
-        return generate(cap, level, n, seed);
-    }
-    let builtin = Builtin::parse(cap)?;
-    let mut only = Vec::new();
-    for name in names {
-        only.push(
+    let only = names
+        .iter()
+        .map(|name| {
             Family::from_name(name)
-                .ok_or_else(|| DataError::Suite(format!("no task family `{name}`")))?,
-        );
-    }
-    if !families(builtin, level).iter().any(|f| only.contains(f)) {
-        return Ok(Vec::new());
-    }
-    let suite = Suite::default();
-    (0..n)
-        .map(|i| suite.sample_from(builtin, level, Split::Train, i, seed, &only))
-        .collect()
+                .ok_or_else(|| DataError::Suite(format!("no task family `{name}`")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Suite::default().stream_from(cap, level, Split::Train, n, seed, &only)
 }
 
 /// `n` held-out samples with the default geometry.
