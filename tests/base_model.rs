@@ -9,11 +9,11 @@
 
 use std::path::{Path, PathBuf};
 
-use curric::check::ModelSpec;
 use curric::exec::export::{export_model, Provenance};
 use curric::exec::fingerprint::assess;
 use curric::exec::fingerprint::hash_file;
 use curric::exec::runner::{phase_inputs, run_plan, RunOptions};
+use curric::spec::ModelSpec;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -4,9 +4,23 @@ use std::collections::HashSet;
 
 use curric::data::sampler::{Drawn, SamplerState};
 use curric::data::{
-    Capability, DifficultyKey, FilterSpec, Level, MixSpec, OrderSpec, Sample, Sampler, SamplerSpec,
+    Capability, DifficultyKey, FilterSpec, Level, MixSpec, Sample, Sampler, SamplerSpec,
     ScheduleSpec, SourceSpec,
 };
+use curric::spec::Order;
+
+/// The pool's own order: by level, when no sample has one (ties keep the pool's order).
+const SEQUENTIAL: Order = Order::EasyToHard;
+
+/// AdaRFT with a step size of 0.1, the value the hand-computed targets below use.
+fn adarft() -> Order {
+    Order::Adarft {
+        eta: 0.1,
+        alpha: 2.0,
+        beta: 0.5,
+        initial: 0.0,
+    }
+}
 
 fn sample(id: &str, pass_rate: Option<f64>, level: Option<Level>) -> Sample {
     Sample {
@@ -64,7 +78,7 @@ fn spec(sources: Vec<SourceSpec>, schedule: ScheduleSpec, batch: usize, steps: u
 #[test]
 fn stratified_mix_is_exact_in_every_step() {
     let sources = ["a", "b", "c"]
-        .map(|n| SourceSpec::new(n, OrderSpec::Shuffled))
+        .map(|n| SourceSpec::new(n, Order::Shuffled))
         .to_vec();
     let sp = spec(
         sources,
@@ -85,7 +99,7 @@ fn stratified_mix_is_exact_in_every_step() {
 #[test]
 fn stratified_mix_stays_within_one_of_the_share() {
     let sources = ["a", "b", "c"]
-        .map(|n| SourceSpec::new(n, OrderSpec::Sequential))
+        .map(|n| SourceSpec::new(n, SEQUENTIAL))
         .to_vec();
     let w = [1.0, std::f64::consts::SQRT_2, std::f64::consts::PI];
     let total: f64 = w.iter().sum();
@@ -129,7 +143,7 @@ fn schedules_hit_their_endpoints() {
     assert_eq!(cosine.weight("a", 4, 5), 0.0);
 
     let sources = ["a", "b"]
-        .map(|n| SourceSpec::new(n, OrderSpec::Shuffled))
+        .map(|n| SourceSpec::new(n, Order::Shuffled))
         .to_vec();
     let mut s = Sampler::new(
         spec(sources, linear, 8, 5),
@@ -147,7 +161,7 @@ fn schedules_hit_their_endpoints() {
 
 #[test]
 fn shuffled_epochs_are_permutations_reshuffled_and_counted() {
-    let sp = SamplerSpec::single(SourceSpec::new("a", OrderSpec::Shuffled), 5, 10, 3);
+    let sp = SamplerSpec::single(SourceSpec::new("a", Order::Shuffled), 5, 10, 3);
     let mut s = Sampler::new(sp, vec![pool("a", 10)]).unwrap();
     let first: Vec<String> = step_ids(&mut s, 2);
     assert_eq!(s.progress()[0].epochs, 1);
@@ -180,18 +194,21 @@ fn step_ids(s: &mut Sampler, steps: usize) -> Vec<String> {
         .collect()
 }
 
-fn single(order: OrderSpec, filter: FilterSpec, batch: usize) -> Sampler {
-    let mut src = SourceSpec::new("r", order);
+fn single(order: Order, filter: FilterSpec, batch: usize) -> Sampler {
+    single_by(order, DifficultyKey::Level, filter, batch)
+}
+
+fn single_by(order: Order, by: DifficultyKey, filter: FilterSpec, batch: usize) -> Sampler {
+    let mut src = SourceSpec::new("r", order).by(by);
     src.filter = filter;
     Sampler::new(SamplerSpec::single(src, batch, 100, 5), vec![rated_pool()]).unwrap()
 }
 
 #[test]
 fn easy_to_hard_by_pass_rate_and_back() {
-    let mut s = single(
-        OrderSpec::EasyToHard {
-            by: DifficultyKey::PassRate,
-        },
+    let mut s = single_by(
+        Order::EasyToHard,
+        DifficultyKey::PassRate,
         FilterSpec::default(),
         11,
     );
@@ -199,10 +216,9 @@ fn easy_to_hard_by_pass_rate_and_back() {
         step_ids(&mut s, 1),
         ["p10", "p9", "p8", "p7", "p6", "p5", "p4", "p3", "p2", "p1", "p0"]
     );
-    let mut s = single(
-        OrderSpec::HardToEasy {
-            by: DifficultyKey::PassRate,
-        },
+    let mut s = single_by(
+        Order::HardToEasy,
+        DifficultyKey::PassRate,
         FilterSpec::default(),
         11,
     );
@@ -226,17 +242,7 @@ fn easy_to_hard_by_level_keeps_pool_order_within_a_level_and_unknown_last() {
         .enumerate()
         .map(|(i, &l)| sample(&format!("s{i}"), None, l))
         .collect();
-    let sp = SamplerSpec::single(
-        SourceSpec::new(
-            "l",
-            OrderSpec::EasyToHard {
-                by: DifficultyKey::Level,
-            },
-        ),
-        5,
-        3,
-        0,
-    );
+    let sp = SamplerSpec::single(SourceSpec::new("l", Order::EasyToHard), 5, 3, 0);
     let mut s = Sampler::new(sp, vec![("l".into(), samples)]).unwrap();
     assert_eq!(step_ids(&mut s, 1), ["s2", "s4", "s3", "s0", "s1"]);
 }
@@ -247,7 +253,7 @@ fn filters_band_and_drop_solved_unsolved() {
         band: Some((0.25, 0.65)),
         ..Default::default()
     };
-    let mut s = single(OrderSpec::Sequential, band, 4);
+    let mut s = single(SEQUENTIAL, band, 4);
     assert_eq!(step_ids(&mut s, 1), ["p3", "p5", "p6", "p4"]);
     assert_eq!(s.progress()[0].size, 4);
 
@@ -256,7 +262,7 @@ fn filters_band_and_drop_solved_unsolved() {
         drop_unsolved: true,
         ..Default::default()
     };
-    let s = single(OrderSpec::Sequential, drop, 9);
+    let s = single(SEQUENTIAL, drop, 9);
     assert_eq!(s.progress()[0].size, 9);
     let mut s = s;
     let got = step_ids(&mut s, 1);
@@ -267,7 +273,7 @@ fn filters_band_and_drop_solved_unsolved() {
         ..Default::default()
     };
     assert_eq!(
-        single(OrderSpec::Shuffled, solved_only, 1).progress()[0].size,
+        single(Order::Shuffled, solved_only, 1).progress()[0].size,
         10
     );
 
@@ -275,32 +281,15 @@ fn filters_band_and_drop_solved_unsolved() {
         levels: Some(vec![Level::Easy]),
         ..Default::default()
     };
-    let mut src = SourceSpec::new("r", OrderSpec::Shuffled);
+    let mut src = SourceSpec::new("r", Order::Shuffled);
     src.filter = levels;
     let err = Sampler::new(SamplerSpec::single(src, 1, 1, 0), vec![rated_pool()]).unwrap_err();
     assert!(err.to_string().contains("no samples left"), "{err}");
 }
 
 #[test]
-fn speed_prefers_pass_rates_near_one_half() {
-    let mut s = single(OrderSpec::Speed, FilterSpec::default(), 11);
-    let got = step_ids(&mut s, 1);
-    assert_eq!(got[0], "p5");
-    let first_three: HashSet<_> = got[1..3].iter().cloned().collect();
-    assert_eq!(
-        first_three,
-        HashSet::from(["p4".to_string(), "p6".to_string()])
-    );
-    let last_two: HashSet<_> = got[9..].iter().cloned().collect();
-    assert_eq!(
-        last_two,
-        HashSet::from(["p0".to_string(), "p10".to_string()])
-    );
-}
-
-#[test]
 fn adarft_target_follows_reward_and_picks_nearest() {
-    let mut s = single(OrderSpec::adarft(), FilterSpec::default(), 1);
+    let mut s = single(adarft(), FilterSpec::default(), 1);
     // Target 0: the easiest sample (difficulty 1 − 1.0 = 0) comes first.
     assert_eq!(step_ids(&mut s, 1), ["p10"]);
     s.feedback(1.0);
@@ -331,18 +320,20 @@ fn adarft_target_follows_reward_and_picks_nearest() {
     assert_eq!(step_ids(&mut s, 1), ["p8"]);
 }
 
-fn all_orders() -> Vec<OrderSpec> {
+fn all_orders() -> Vec<(Order, DifficultyKey)> {
     vec![
-        OrderSpec::Shuffled,
-        OrderSpec::Sequential,
-        OrderSpec::EasyToHard {
-            by: DifficultyKey::PassRate,
-        },
-        OrderSpec::HardToEasy {
-            by: DifficultyKey::Level,
-        },
-        OrderSpec::adarft(),
-        OrderSpec::Speed,
+        (Order::Shuffled, DifficultyKey::Level),
+        (SEQUENTIAL, DifficultyKey::Level),
+        (Order::EasyToHard, DifficultyKey::PassRate),
+        (Order::HardToEasy, DifficultyKey::Level),
+        (adarft(), DifficultyKey::Level),
+        (
+            Order::Speed {
+                low: 0.2,
+                high: 0.8,
+            },
+            DifficultyKey::PassRate,
+        ),
     ]
 }
 
@@ -350,8 +341,8 @@ fn all_orders() -> Vec<OrderSpec> {
 fn resumed_sampler_draws_what_an_uninterrupted_one_would() {
     for order in all_orders() {
         let sources = vec![
-            SourceSpec::new("r", order.clone()),
-            SourceSpec::new("a", OrderSpec::Shuffled),
+            SourceSpec::new("r", order.0.clone()).by(order.1),
+            SourceSpec::new("a", Order::Shuffled),
         ];
         let schedule = ScheduleSpec::Cosine {
             from: MixSpec::new([("r", 3.0), ("a", 1.0)]),
@@ -401,7 +392,7 @@ fn resumed_sampler_draws_what_an_uninterrupted_one_would() {
 
 #[test]
 fn resume_refuses_other_data() {
-    let sp = SamplerSpec::single(SourceSpec::new("a", OrderSpec::Shuffled), 2, 4, 0);
+    let sp = SamplerSpec::single(SourceSpec::new("a", Order::Shuffled), 2, 4, 0);
     let mut s = Sampler::new(sp.clone(), vec![pool("a", 5)]).unwrap();
     s.next_step();
     let state = s.state().clone();
@@ -416,7 +407,7 @@ fn resume_refuses_other_data() {
 #[test]
 fn spec_errors_name_the_source() {
     let sp = spec(
-        vec![SourceSpec::new("a", OrderSpec::Shuffled)],
+        vec![SourceSpec::new("a", Order::Shuffled)],
         constant(&[("a", 1.0), ("ghost", 1.0)]),
         1,
         1,
@@ -425,7 +416,7 @@ fn spec_errors_name_the_source() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("`ghost`"), "{err}");
-    let sp = SamplerSpec::single(SourceSpec::new("a", OrderSpec::Shuffled), 1, 1, 0);
+    let sp = SamplerSpec::single(SourceSpec::new("a", Order::Shuffled), 1, 1, 0);
     let err = Sampler::new(sp, vec![pool("b", 2)])
         .unwrap_err()
         .to_string();
@@ -434,17 +425,12 @@ fn spec_errors_name_the_source() {
 
 #[test]
 fn spec_round_trips_through_json() {
-    let mut src = SourceSpec::new("perception", OrderSpec::adarft());
+    let mut src = SourceSpec::new("perception", adarft());
     src.filter.drop_solved = true;
     let sp = spec(
         vec![
             src,
-            SourceSpec::new(
-                "text",
-                OrderSpec::EasyToHard {
-                    by: DifficultyKey::PassRate,
-                },
-            ),
+            SourceSpec::new("text", Order::EasyToHard).by(DifficultyKey::PassRate),
         ],
         ScheduleSpec::Linear {
             from: MixSpec::new([("perception", 1.0)]),
@@ -455,24 +441,36 @@ fn spec_round_trips_through_json() {
     );
     let json = serde_json::to_value(&sp).unwrap();
     assert_eq!(json["schedule"]["kind"], "linear");
-    assert_eq!(json["sources"][0]["order"]["kind"], "ada_rft");
+    // The plan's own order, in the plan's words.
+    assert_eq!(json["sources"][0]["order"]["policy"], "adarft");
     let back: SamplerSpec = serde_json::from_value(json).unwrap();
     assert_eq!(back, sp);
-    // A hand-written spec: defaults fill the AdaRFT parameters and the filter.
-    let written: SamplerSpec = serde_json::from_str(
-        r#"{"sources":[{"name":"x","order":{"kind":"ada_rft","beta":0.6}}],
-            "schedule":{"kind":"constant","mix":{"x":1}},"batch_size":4,"steps":10,"seed":1}"#,
-    )
-    .unwrap();
-    assert_eq!(
-        written.sources[0].order,
-        OrderSpec::AdaRft {
-            eta: 0.1,
-            alpha: 2.0,
-            beta: 0.6,
-            initial: 0.0,
-            min: 0.0,
-            max: 1.0
-        }
-    );
+}
+
+#[test]
+fn speed_prefers_its_band_then_unmeasured_then_the_nearest() {
+    // Pass rates 0 … 1 plus two unmeasured samples.
+    let (_, mut samples) = rated_pool();
+    samples.push(sample("u0", None, None));
+    samples.push(sample("u1", None, None));
+    let sampler = |low: f64, high: f64| {
+        let src = SourceSpec::new("r", Order::Speed { low, high }).by(DifficultyKey::PassRate);
+        let mut s = Sampler::new(
+            SamplerSpec::single(src, 13, 10, 5),
+            vec![("r".into(), samples.clone())],
+        )
+        .unwrap();
+        step_ids(&mut s, 1)
+    };
+    let set = |v: &[String]| v.iter().cloned().collect::<HashSet<_>>();
+    let ids = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<HashSet<_>>();
+    let got = sampler(0.4, 0.6);
+    assert_eq!(set(&got[..3]), ids(&["p4", "p5", "p6"]), "{got:?}");
+    assert_eq!(set(&got[3..5]), ids(&["u0", "u1"]), "{got:?}");
+    assert_eq!(set(&got[5..7]), ids(&["p3", "p7"]), "{got:?}");
+    assert_eq!(set(&got[11..]), ids(&["p0", "p10"]), "{got:?}");
+    // Another band, another order: the band is read, not a fixed 0.5.
+    let got = sampler(0.8, 1.0);
+    assert_eq!(set(&got[..3]), ids(&["p8", "p9", "p10"]), "{got:?}");
+    assert_eq!(got[12], "p0", "{got:?}");
 }

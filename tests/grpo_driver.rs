@@ -5,13 +5,11 @@ use std::cell::RefCell;
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use curric::data::{Capability, Sample};
-use curric::grpo::{
-    grpo_step, sft_step, AdamW, AdamWConfig, AdvantageMode, GrpoConfig, GrpoError, LossAgg,
-    LossConfig, LrSchedule,
-};
+use curric::grpo::{grpo_step, sft_step, AdamW, AdamWConfig, GrpoConfig, GrpoError, LrSchedule};
 use curric::model::{Completion, PolicyInput, PolicyModel, SamplingParams, TokenLogProbs};
 use curric::reward::{build, RewardSet};
 use curric::rollout::{greedy_eval, rollout, SeedCtx};
+use curric::spec::{AdvantageScaling, GrpoSettings, LossAgg};
 use rand::{Rng, SeedableRng};
 
 const V: usize = 4;
@@ -25,6 +23,8 @@ struct Toy {
     /// When set, row i of a generate call emits "1" if i % n == 0 else "2" (then EOS),
     /// whatever the seed: groups whose answer is "1" are informative, others are not.
     scripted: Option<usize>,
+    /// The most rows one `logprobs` call was asked for: what a forward/backward holds.
+    max_rows: std::cell::Cell<usize>,
 }
 
 impl Toy {
@@ -34,6 +34,7 @@ impl Toy {
             table: Var::from_tensor(&t).unwrap(),
             positions,
             scripted: None,
+            max_rows: std::cell::Cell::new(0),
         }
     }
 
@@ -131,6 +132,7 @@ impl PolicyModel for Toy {
         completions: &[Vec<u32>],
     ) -> candle_core::Result<TokenLogProbs> {
         let dev = Device::Cpu;
+        self.max_rows.set(self.max_rows.get().max(inputs.len()));
         let t = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let idx: Vec<u32> = inputs.iter().map(|i| Toy::prompt_index(i) as u32).collect();
         let rows = self
@@ -192,17 +194,20 @@ fn accuracy_set() -> RewardSet {
     set
 }
 
-fn cfg(g: usize, prompts: usize) -> GrpoConfig {
+fn cfg(g: u64, prompts: u64) -> GrpoConfig {
     GrpoConfig {
-        group_size: g,
-        prompts_per_step: prompts,
-        sampling: SamplingParams {
+        settings: GrpoSettings {
+            group_size: g,
+            prompts_per_step: prompts,
+            micro_batch: g * prompts,
             temperature: 1.0,
             top_p: 1.0,
             max_new_tokens: 3,
+            beta: 0.0,
+            ..Default::default()
         },
         seed: 7,
-        ..Default::default()
+        phase: 0,
     }
 }
 
@@ -232,14 +237,13 @@ fn cycler(n: usize) -> impl FnMut(usize) -> Vec<Sample> {
     }
 }
 
-fn learning_curve(advantage: AdvantageMode, agg: LossAgg) -> Vec<f64> {
+fn learning_curve(advantage: AdvantageScaling, agg: LossAgg) -> Vec<f64> {
     let policy = Toy::new(4, 3);
     let mut opt = opt(&policy, 0.1);
     let rewards = accuracy_set();
     let mut c = cfg(8, 4);
-    c.advantage = advantage;
-    c.loss.agg = agg;
-    c.loss.norm_len = 3;
+    c.settings.advantage = advantage;
+    c.settings.loss_agg = agg;
     let mut draw = cycler(4);
     let mut curve = Vec::new();
     for step in 0..40 {
@@ -267,9 +271,9 @@ fn learning_curve(advantage: AdvantageMode, agg: LossAgg) -> Vec<f64> {
 #[test]
 fn grpo_teaches_the_toy_policy_its_answers() {
     for (adv, agg) in [
-        (AdvantageMode::Group, LossAgg::TokenMean),
-        (AdvantageMode::Batch, LossAgg::SeqMeanTokenMean),
-        (AdvantageMode::None, LossAgg::SeqMeanTokenSumNorm),
+        (AdvantageScaling::Group, LossAgg::TokenMean),
+        (AdvantageScaling::Batch, LossAgg::SeqMeanTokenMean),
+        (AdvantageScaling::None, LossAgg::SeqMeanTokenSumNorm),
     ] {
         let curve = learning_curve(adv, agg);
         let first = curve[..3].iter().sum::<f64>() / 3.0;
@@ -282,18 +286,15 @@ fn grpo_teaches_the_toy_policy_its_answers() {
 }
 
 #[test]
-fn same_seed_same_run_and_mu_two_with_minibatches_moves_ratio() {
-    let run = |mu: usize, mb: usize| {
+fn same_seed_same_run_and_mu_two_moves_ratio() {
+    let run = |mu: u64, micro: u64| {
         let policy = Toy::new(4, 3);
         let mut opt = opt(&policy, 0.1);
         let mut c = cfg(8, 4);
-        c.ppo_epochs = mu;
-        c.mini_batches = mb;
-        c.loss = LossConfig {
-            eps_low: 0.2,
-            eps_high: 0.28,
-            ..Default::default()
-        };
+        c.settings.mu = mu;
+        c.settings.micro_batch = micro;
+        c.settings.eps_low = 0.2;
+        c.settings.eps_high = 0.28;
         let mut draw = cycler(4);
         let mut ms = Vec::new();
         for step in 0..5 {
@@ -319,14 +320,14 @@ fn same_seed_same_run_and_mu_two_with_minibatches_moves_ratio() {
             .unwrap();
         (ms, table, opt.steps())
     };
-    let (a, ta, _) = run(1, 1);
-    let (b, tb, _) = run(1, 1);
+    let (a, ta, _) = run(1, 32);
+    let (b, tb, _) = run(1, 32);
     assert_eq!(ta, tb, "bit-identical with the same seed");
     assert_eq!(a[4].reward_mean, b[4].reward_mean);
-    let (c, _, steps) = run(2, 2);
-    // 5 steps × μ 2 × 2 mini-batches
-    assert_eq!(steps, 20);
-    assert!(c.iter().all(|m| m.optimizer_steps == 4));
+    let (c, _, steps) = run(2, 8);
+    // 5 steps × μ 2; micro-batches accumulate into one update per pass.
+    assert_eq!(steps, 10);
+    assert!(c.iter().all(|m| m.optimizer_steps == 2));
     // Later updates see a policy that moved since the rollout: ratio ≠ 1 somewhere.
     assert!(c.iter().any(|m| (m.ratio_mean - 1.0).abs() > 1e-4), "{c:?}");
     assert!(c
@@ -335,12 +336,66 @@ fn same_seed_same_run_and_mu_two_with_minibatches_moves_ratio() {
 }
 
 #[test]
+fn micro_batches_accumulate_to_the_same_update_with_smaller_passes() {
+    let start = || -> Vec<f32> { (0..4 * 3 * V).map(|i| ((i * 7) % 5) as f32 * 0.3).collect() };
+    for agg in [
+        LossAgg::TokenMean,
+        LossAgg::SeqMeanTokenMean,
+        LossAgg::SeqMeanTokenSumNorm,
+    ] {
+        let run = |micro: u64| {
+            let policy = Toy::new(4, 3);
+            // Uneven logits: completions of different lengths, some truncated.
+            policy
+                .table
+                .set(&Tensor::from_vec(start(), (4, 3, V), &Device::Cpu).unwrap())
+                .unwrap();
+            let mut opt = opt(&policy, 0.1);
+            let mut c = cfg(8, 4);
+            c.settings.loss_agg = agg;
+            c.settings.mask_truncated = true;
+            c.settings.mu = 2;
+            c.settings.micro_batch = micro;
+            let mut draw = cycler(4);
+            for step in 0..3 {
+                grpo_step(
+                    &policy,
+                    None,
+                    &mut opt,
+                    &accuracy_set(),
+                    &c,
+                    step,
+                    &mut draw,
+                )
+                .unwrap();
+            }
+            let w: Vec<f32> = policy
+                .table
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            (w, policy.max_rows.get())
+        };
+        let (whole, rows_whole) = run(32);
+        let (micro, rows_micro) = run(4);
+        assert_eq!((rows_whole, rows_micro), (32, 4), "{agg:?}");
+        let moved = whole.iter().zip(start()).any(|(x, s)| (x - s).abs() > 1e-3);
+        assert!(moved, "{agg:?}: the update changed nothing");
+        for (a, b) in whole.iter().zip(&micro) {
+            assert!((a - b).abs() < 1e-4, "{agg:?}: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
 fn kl_to_a_frozen_reference() {
     let policy = Toy::new(4, 3);
     let reference = Toy::new(4, 3);
     let mut opt = opt(&policy, 0.1);
     let mut c = cfg(8, 4);
-    c.loss.beta = 0.05;
+    c.settings.beta = 0.05;
     let mut draw = cycler(4);
     let rewards = accuracy_set();
     let err = grpo_step(&policy, None, &mut opt, &rewards, &c, 0, &mut draw).unwrap_err();
@@ -408,8 +463,8 @@ fn dynamic_sampling_drops_refills_and_counts() {
     let policy = scripted_policy(4);
     let mut opt = opt(&policy, 0.01);
     let mut c = cfg(4, 2);
-    c.dynamic_sampling = true;
-    c.max_retries = 5;
+    c.settings.dynamic_sampling = true;
+    c.settings.max_retries = 5;
     let answers = ["7", "7", "1", "7", "1", "1"];
     let asked = RefCell::new(Vec::new());
     let m = grpo_step(
@@ -442,8 +497,8 @@ fn dynamic_sampling_respects_the_retry_cap() {
     let policy = scripted_policy(4);
     let mut opt = opt(&policy, 0.01);
     let mut c = cfg(4, 2);
-    c.dynamic_sampling = true;
-    c.max_retries = 3;
+    c.settings.dynamic_sampling = true;
+    c.settings.max_retries = 3;
     let answers = ["7"; 20];
     let asked = RefCell::new(Vec::new());
     let m = grpo_step(
@@ -467,7 +522,7 @@ fn dynamic_sampling_respects_the_retry_cap() {
     // Cap hit with some informative groups: train on what there is.
     let answers = ["1", "7", "7", "7", "7", "7"];
     let asked = RefCell::new(Vec::new());
-    c.max_retries = 1;
+    c.settings.max_retries = 1;
     let m = grpo_step(
         &policy,
         None,
@@ -529,8 +584,8 @@ fn truncated_completions_can_be_masked() {
     // there is no loss at all, so the update leaves the table as it was.
     let policy = Toy::new(4, 3);
     let mut c = cfg(8, 4);
-    c.sampling.max_new_tokens = 1;
-    c.mask_truncated = true;
+    c.settings.max_new_tokens = 1;
+    c.settings.mask_truncated = true;
     // Make EOS impossible at position 0.
     let mut t = vec![0f32; 4 * 3 * V];
     for p in 0..4 {

@@ -13,9 +13,10 @@ use std::time::Instant;
 use candle_core::Device;
 use curric::data::{Capability, Sample};
 use curric::grpo::{grpo_step, sft_step, AdamW, AdamWConfig, GrpoConfig, LrSchedule};
-use curric::model::{Policy, PolicyModel, SamplingParams};
+use curric::model::{Policy, PolicyModel};
 use curric::reward::{build, RewardSet};
 use curric::rollout::{greedy_eval, policy_input, SeedCtx};
+use curric::spec::GrpoSettings;
 
 const PROMPTS: [&str; 4] = [
     "What is 1 + 2?",
@@ -85,15 +86,18 @@ fn grpo_raises_the_tiny_vlm_reward() {
     let mut rewards = RewardSet::new();
     rewards.push(1.0, build("accuracy", &acc).unwrap());
     let cfg = GrpoConfig {
-        group_size: 8,
-        prompts_per_step: 4,
-        sampling: SamplingParams {
+        settings: GrpoSettings {
+            group_size: 8,
+            prompts_per_step: 4,
+            micro_batch: 32,
             temperature: 1.0,
             top_p: 1.0,
             max_new_tokens: 6,
+            beta: 0.0,
+            ..Default::default()
         },
         seed: 5,
-        ..Default::default()
+        phase: 0,
     };
     let mut next = 0usize;
     let mut draw = |k: usize| {

@@ -201,7 +201,7 @@ fn flagship_plan_has_the_method_b_settings() {
         ]
     );
     let text = &p.phases[1];
-    let g = text.grpo.as_ref().expect("grpo settings");
+    let g = text.settings.grpo().expect("grpo settings");
     assert_eq!(
         (g.group_size, g.optim.lr, g.beta, g.temperature),
         (8, 1e-4, 0.0, 1.2)
@@ -209,7 +209,7 @@ fn flagship_plan_has_the_method_b_settings() {
     assert!(g.mask_truncated);
     assert_eq!(text.freeze, ["visual"]);
     assert!(p.phases[0].freeze.is_empty());
-    assert_eq!(text.order, curric::check::Order::EasyToHard);
+    assert_eq!(text.order, curric::spec::Order::EasyToHard);
     let r = text.reward.as_ref().expect("reward");
     assert_eq!(r.terms[0].term, "accuracy");
     assert_eq!(r.terms[0].args["extract"], "boxed");

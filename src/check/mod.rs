@@ -12,14 +12,14 @@
 
 pub mod diagnostic;
 mod resolve;
-pub mod types;
 mod values;
 
 use std::path::Path;
 
 pub use diagnostic::{Diag, ErrorKind, Report, Severity};
 pub use resolve::{MAX_ROLLOUTS_PER_STEP, SUITE_CAPABILITIES};
-pub use types::*;
+
+use crate::spec::Curriculum;
 
 /// The outcome of checking one file: the curriculum when there were no errors, and the
 /// report (warnings, or errors and warnings).
@@ -161,6 +161,7 @@ pub fn run_check(path: &Path) -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::*;
 
     const BASE: &str = "source p { suite = perception  n = 10 }\nreward r = accuracy\n";
 
@@ -220,8 +221,8 @@ mod tests {
         );
         assert!(!c.report.has_errors(), "{}", c.report.render());
         let cur = c.curriculum.expect("clean");
-        let a = cur.stages[0].grpo.as_ref().expect("grpo");
-        let b = cur.stages[1].grpo.as_ref().expect("grpo");
+        let a = cur.stages[0].settings.grpo().expect("grpo");
+        let b = cur.stages[1].settings.grpo().expect("grpo");
         assert_eq!((a.optim.lr, a.group_size), (1e-5, 6));
         assert_eq!((b.optim.lr, b.group_size), (2e-6, 6));
         assert_eq!(cur.stages[1].after[0].stage, "a");

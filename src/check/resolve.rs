@@ -10,114 +10,18 @@ use crate::reward::catalog::{self, ParamKind};
 use crate::syntax::{Attr, Block, Expr, ExprKind, File, Ident, Item, Span};
 
 use super::diagnostic::{suggest, Diag, ErrorKind};
-use super::types::*;
-use super::values::{norm, Ctx};
+use petgraph::graph::NodeIndex;
 
-pub const HEADER_KEYS: &[&str] = &["name", "seed", "model", "device"];
+use super::values::{norm, Ctx};
+use crate::spec::keys::{self, Scope};
+use crate::spec::*;
+
 pub const BLOCKS: &[&str] = &["source", "stage", "defaults", "difficulty", "reward"];
-pub const SOURCE_KEYS: &[&str] = &[
-    "suite",
-    "families",
-    "levels",
-    "n",
-    "seed",
-    "jsonl",
-    "pass_rate",
-    "capability",
-    "difficulty",
-    "drop_solved",
-    "drop_unsolved",
-];
-pub const DIFFICULTY_KEYS: &[&str] = &["from", "easy", "medium", "hard"];
-pub const HANDOFF_KEYS: &[&str] = &[
-    "optimizer",
-    "lr_schedule",
-    "reference",
-    "pass_rates",
-    "cursor",
-];
 pub const SUITE_CAPABILITIES: &[&str] = &["perception", "text_reasoning", "visual_reasoning"];
 const LEVEL_NAMES: &[&str] = &["easy", "medium", "hard"];
-const KINDS: &[&str] = &["sft", "probe", "grpo", "eval"];
-
-const COMMON: &[&str] = &["kind", "capability", "after", "levels"];
-const GRPO: &[&str] = &[
-    "mix",
-    "mix_schedule",
-    "order",
-    "reward",
-    "stop",
-    "freeze",
-    "group_size",
-    "prompts_per_step",
-    "micro_batch",
-    "lr",
-    "lr_schedule",
-    "warmup_steps",
-    "weight_decay",
-    "grad_clip",
-    "beta",
-    "kl",
-    "eps_low",
-    "eps_high",
-    "loss_agg",
-    "advantage",
-    "mu",
-    "max_new_tokens",
-    "temperature",
-    "top_p",
-    "dynamic_sampling",
-    "max_retries",
-    "mask_truncated",
-];
-const SFT: &[&str] = &[
-    "mix",
-    "mix_schedule",
-    "order",
-    "stop",
-    "freeze",
-    "lr",
-    "lr_schedule",
-    "warmup_steps",
-    "weight_decay",
-    "grad_clip",
-    "batch_size",
-    "max_tokens",
-];
-const PROBE: &[&str] = &[
-    "mix",
-    "reward",
-    "rollouts",
-    "temperature",
-    "top_p",
-    "max_new_tokens",
-    "pass_threshold",
-];
-const EVAL: &[&str] = &["n", "capabilities", "max_new_tokens", "greedy"];
 
 /// The largest rollout batch (group_size × prompts_per_step) one step may ask for.
 pub const MAX_ROLLOUTS_PER_STEP: u64 = 4096;
-
-fn kind_keys(k: PhaseKind) -> &'static [&'static str] {
-    match k {
-        PhaseKind::Grpo => GRPO,
-        PhaseKind::Sft => SFT,
-        PhaseKind::Probe => PROBE,
-        PhaseKind::Eval => EVAL,
-    }
-}
-
-fn all_stage_keys() -> Vec<&'static str> {
-    let mut v: Vec<&str> = COMMON.to_vec();
-    for ks in [GRPO, SFT, PROBE, EVAL] {
-        for k in ks {
-            if !v.contains(k) {
-                v.push(k);
-            }
-        }
-    }
-    v
-}
 
 fn level_of(i: usize) -> Level {
     Level::ALL[i.min(2)]
@@ -249,8 +153,9 @@ pub fn resolve(
     for item in &file.items {
         match item {
             Item::Attr(a) => {
-                if !HEADER_KEYS.contains(&a.key.name.as_str()) {
-                    let mut all: Vec<&str> = HEADER_KEYS.to_vec();
+                let header_keys = keys::names(Scope::Header);
+                if !header_keys.contains(&a.key.name.as_str()) {
+                    let mut all: Vec<&str> = header_keys;
                     all.extend(BLOCKS);
                     unknown_key(&mut ctx, &a.key, "the header", &all);
                     continue;
@@ -441,7 +346,7 @@ pub fn resolve(
     let (levels_spec, probe_ref) = difficulty_spec(&mut ctx, difficulty);
 
     // Defaults: validated once here; stages re-read them silently.
-    let all_keys = all_stage_keys();
+    let all_keys = keys::names(Scope::Stage);
     let mut default_attrs: Vec<&Attr> = Vec::new();
     let mut default_handoffs: Vec<&Block> = Vec::new();
     if let Some(d) = defaults {
@@ -892,7 +797,7 @@ fn source(
                 None => ok = false,
             },
             _ => {
-                unknown_key(ctx, &a.key, "a source", SOURCE_KEYS);
+                unknown_key(ctx, &a.key, "a source", &keys::names(Scope::Source));
                 ok = false;
             }
         }
@@ -1170,7 +1075,7 @@ fn difficulty_spec(ctx: &mut Ctx, block: Option<&Block>) -> (Levels, Option<Iden
                     levels.bands.insert(l, Band { lo, hi });
                 }
             }
-            _ => unknown_key(ctx, &a.key, "`difficulty`", DIFFICULTY_KEYS),
+            _ => unknown_key(ctx, &a.key, "`difficulty`", &keys::names(Scope::Difficulty)),
         }
     }
     (levels, probe)
@@ -1348,10 +1253,7 @@ fn stop_cond(ctx: &mut Ctx, e: &Expr) -> Option<Stop> {
                 "plateau" => {
                     let s = ctx.bind(name, args, &["window", "delta"], &["window"])?;
                     let window = ctx.uint_min(s[0]?, "window", 2)?;
-                    let delta = match s[1] {
-                        Some(x) => ctx.num_in(x, "delta", "≥ 0", |v| v >= 0.0)?,
-                        None => 0.01,
-                    };
+                    let delta = call_arg(ctx, s[1], "plateau", "delta")?;
                     Some(Stop::Plateau { window, delta })
                 }
                 "eval" => {
@@ -1365,10 +1267,7 @@ fn stop_cond(ctx: &mut Ctx, e: &Expr) -> Option<Stop> {
                         (0.0..=1.0).contains(&v)
                     })?;
                     let every = ctx.uint_min(s[1]?, "every", 1)?;
-                    let n = match s[2] {
-                        Some(x) => ctx.uint_min(x, "n", 1)?,
-                        None => 32,
-                    };
+                    let n = call_arg(ctx, s[2], "eval", "n")? as u64;
                     Some(Stop::Eval {
                         threshold,
                         every,
@@ -1438,21 +1337,10 @@ fn order_policy(ctx: &mut Ctx, e: &Expr) -> Option<Order> {
         }
         "adarft" => {
             let s = ctx.bind(&id, args, &["eta", "alpha", "beta", "initial"], &[])?;
-            let get =
-                |ctx: &mut Ctx, i: usize, k: &str, d: f64, want: &str, ok: fn(f64) -> bool| match s
-                    [i]
-                {
-                    Some(x) => ctx.num_in(x, k, want, ok),
-                    None => Some(d),
-                };
-            let eta = get(ctx, 0, "eta", 0.05, "> 0", |v| v > 0.0);
-            let alpha = get(ctx, 1, "alpha", 2.0, "> 0", |v| v > 0.0);
-            let beta = get(ctx, 2, "beta", 0.5, "in [0, 1]", |v| {
-                (0.0..=1.0).contains(&v)
-            });
-            let initial = get(ctx, 3, "initial", 0.0, "in [0, 1]", |v| {
-                (0.0..=1.0).contains(&v)
-            });
+            let eta = call_arg(ctx, s[0], "adarft", "eta");
+            let alpha = call_arg(ctx, s[1], "adarft", "alpha");
+            let beta = call_arg(ctx, s[2], "adarft", "beta");
+            let initial = call_arg(ctx, s[3], "adarft", "initial");
             Some(Order::Adarft {
                 eta: eta?,
                 alpha: alpha?,
@@ -1462,14 +1350,9 @@ fn order_policy(ctx: &mut Ctx, e: &Expr) -> Option<Order> {
         }
         "speed" => {
             let s = ctx.bind(&id, args, &["low", "high"], &[])?;
-            let low = match s[0] {
-                Some(x) => ctx.num_in(x, "low", "in [0, 1)", |v| (0.0..1.0).contains(&v))?,
-                None => 0.2,
-            };
-            let high = match s[1] {
-                Some(x) => ctx.num_in(x, "high", "in (0, 1]", |v| v > 0.0 && v <= 1.0)?,
-                None => 0.8,
-            };
+            let low = call_arg(ctx, s[0], "speed", "low");
+            let high = call_arg(ctx, s[1], "speed", "high");
+            let (low, high) = (low?, high?);
             if low >= high {
                 ctx.out_of_range(
                     e.span,
@@ -1499,6 +1382,18 @@ fn order_policy(ctx: &mut Ctx, e: &Expr) -> Option<Order> {
     }
 }
 
+/// A numeric argument of `call`, range-checked and defaulted by the key table's
+/// `call.arg` row.
+fn call_arg(ctx: &mut Ctx, e: Option<&Expr>, call: &str, arg: &str) -> Option<f64> {
+    let row = keys::find(Scope::Call, &format!("{call}.{arg}"), None)?;
+    match (e, row.value) {
+        (None, _) => Some(keys::call_num(row.name)),
+        (Some(x), keys::Value::Num(r)) => ctx.num_in(x, arg, r.describe(), |v| r.contains(v)),
+        (Some(x), keys::Value::Int { min }) => ctx.uint_min(x, arg, min).map(|n| n as f64),
+        (Some(x), _) => ctx.num(x, arg),
+    }
+}
+
 fn handoff_of(ctx: &mut Ctx, blocks: &[&Block], parent: &str) -> Handoff {
     let mut h = Handoff::default();
     // Unnamed blocks first (they apply to every edge), then the ones naming this parent.
@@ -1516,7 +1411,7 @@ fn handoff_of(ctx: &mut Ctx, blocks: &[&Block], parent: &str) -> Handoff {
                 "pass_rates" => &mut h.pass_rates,
                 "cursor" => &mut h.cursor,
                 _ => {
-                    unknown_key(ctx, &a.key, "`handoff`", HANDOFF_KEYS);
+                    unknown_key(ctx, &a.key, "`handoff`", &keys::names(Scope::Handoff));
                     continue;
                 }
             };
@@ -1537,17 +1432,11 @@ fn stage(
     look: &Lookup,
 ) -> (Stage, Vec<Ident>) {
     let get = |k: &str| attrs.get(k).map(|(a, _)| &a.value);
-    let kind = match get("kind") {
-        Some(e) => ctx.choice(e, "kind", KINDS).map(|i| match i {
-            0 => PhaseKind::Sft,
-            1 => PhaseKind::Probe,
-            2 => PhaseKind::Grpo,
-            _ => PhaseKind::Eval,
-        }),
-        None => Some(PhaseKind::Grpo),
-    }
-    .unwrap_or(PhaseKind::Grpo);
-    let allowed: Vec<&str> = COMMON.iter().chain(kind_keys(kind)).copied().collect();
+    let kind = get("kind")
+        .and_then(|e| ctx.choice(e, "kind", keys::KINDS))
+        .and_then(|i| from_word::<PhaseKind>(keys::KINDS[i]))
+        .unwrap_or(PhaseKind::Grpo);
+    let allowed: Vec<&str> = keys::stage_keys(kind);
     for (k, (a, own)) in attrs {
         if !all_keys.contains(k) {
             if *own {
@@ -1570,7 +1459,6 @@ fn stage(
         }
     }
     // Readers for keys that apply to this kind; defaults for the rest.
-    let has = |k: &str| allowed.contains(&k) && attrs.contains_key(k);
     let val = |k: &str| if allowed.contains(&k) { get(k) } else { None };
 
     let mut after = Vec::new();
@@ -1647,12 +1535,8 @@ fn stage(
                 let to = b.map(|b| mix_side(ctx, b, look));
                 let schedule = match val("mix_schedule") {
                     Some(s) => ctx
-                        .choice(s, "mix_schedule", &["constant", "linear", "cosine"])
-                        .map(|i| match i {
-                            0 => Schedule::Constant,
-                            1 => Schedule::Linear,
-                            _ => Schedule::Cosine,
-                        }),
+                        .choice(s, "mix_schedule", keys::MIX_SCHEDULES)
+                        .and_then(|i| from_word::<Schedule>(keys::MIX_SCHEDULES[i])),
                     None => Some(if to.is_some() {
                         Schedule::Linear
                     } else {
@@ -1790,76 +1674,48 @@ fn stage(
     };
     let _ = look.reward_sets;
 
-    // Numbers, with ranges.
-    macro_rules! num {
-        ($k:expr, $d:expr, $want:expr, $ok:expr) => {
-            match val($k) {
-                Some(e) => ctx.num_in(e, $k, $want, $ok).unwrap_or($d),
-                None => $d,
-            }
-        };
-    }
-    macro_rules! int {
-        ($k:expr, $d:expr, $min:expr) => {
-            match val($k) {
-                Some(e) => ctx.uint_min(e, $k, $min).unwrap_or($d),
-                None => $d,
-            }
-        };
-    }
-    macro_rules! pick {
-        ($k:expr, $d:expr, $opts:expr, $map:expr) => {
-            match val($k) {
-                Some(e) => ctx.choice(e, $k, $opts).map($map).unwrap_or($d),
-                None => $d,
-            }
-        };
-    }
-    macro_rules! flag {
-        ($k:expr, $d:expr) => {
-            match val($k) {
-                Some(e) => ctx.boolean(e, $k).unwrap_or($d),
-                None => $d,
-            }
-        };
-    }
-    let pos = |v: f64| v > 0.0;
-    let nonneg = |v: f64| v >= 0.0;
-    let unit_open = |v: f64| v > 0.0 && v < 1.0;
-    let top_p_ok = |v: f64| v > 0.0 && v <= 1.0;
-
-    macro_rules! optim {
-        ($lr_default:expr, $sched_default:expr) => {
-            Optim {
-                lr: num!("lr", $lr_default, "> 0", pos),
-                lr_schedule: pick!(
-                    "lr_schedule",
-                    $sched_default,
-                    &["constant", "cosine"],
-                    |i| if i == 0 {
-                        LrSchedule::Constant
-                    } else {
-                        LrSchedule::Cosine
-                    }
-                ),
-                warmup_steps: int!("warmup_steps", 0, 0),
-                weight_decay: num!("weight_decay", 0.01, "≥ 0", nonneg),
-                grad_clip: num!("grad_clip", 1.0, "> 0", pos),
-            }
-        };
-    }
-
-    let mut grpo = None;
-    let mut sft = None;
-    let mut probe = None;
-    let mut eval = None;
-    match kind {
+    // Settings: every range and default comes from the key table.
+    let mut st = StageKeys {
+        ctx: &mut *ctx,
+        kind,
+        val: &val,
+    };
+    let optim = |st: &mut StageKeys| Optim {
+        lr: st.num("lr"),
+        lr_schedule: st.word("lr_schedule"),
+        warmup_steps: st.int("warmup_steps"),
+        weight_decay: st.num("weight_decay"),
+        grad_clip: st.num("grad_clip"),
+    };
+    let settings = match kind {
         PhaseKind::Grpo => {
-            let optim = optim!(1e-6, LrSchedule::Constant);
-            let group_size = int!("group_size", 8, 2);
-            let prompts = int!("prompts_per_step", 8, 1);
-            let micro = int!("micro_batch", group_size, 1);
+            let optim = optim(&mut st);
+            let group_size = st.int("group_size");
+            let prompts = st.int("prompts_per_step");
             let rollouts = group_size.saturating_mul(prompts);
+            let micro = st.int_or("micro_batch", rollouts);
+            let eps_low = st.num("eps_low");
+            let eps_high = st.num_or("eps_high", eps_low);
+            let g = GrpoSettings {
+                group_size,
+                prompts_per_step: prompts,
+                micro_batch: micro,
+                optim,
+                beta: st.num("beta"),
+                kl: st.word("kl"),
+                eps_low,
+                eps_high,
+                loss_agg: st.word("loss_agg"),
+                advantage: st.word("advantage"),
+                mu: st.int("mu"),
+                max_new_tokens: st.int("max_new_tokens"),
+                temperature: st.num("temperature"),
+                top_p: st.num("top_p"),
+                dynamic_sampling: st.flag("dynamic_sampling"),
+                max_retries: st.int("max_retries"),
+                mask_truncated: st.flag("mask_truncated"),
+                pass_threshold: st.num("pass_threshold"),
+            };
             let batch_span = get("prompts_per_step")
                 .or(get("group_size"))
                 .map(|e| e.span)
@@ -1874,7 +1730,7 @@ fn stage(
                     .label("too many rollouts per step")
                     .help(format!("keep group_size × prompts_per_step ≤ {MAX_ROLLOUTS_PER_STEP}")),
                 );
-            } else if rollouts % micro != 0 {
+            } else if !rollouts.is_multiple_of(micro) {
                 let span = get("micro_batch").map(|e| e.span).unwrap_or(batch_span);
                 ctx.push(
                     Diag::error(
@@ -1886,72 +1742,25 @@ fn stage(
                     .help("pick a micro_batch that divides group_size × prompts_per_step (e.g. group_size)"),
                 );
             }
-            let eps_low = num!("eps_low", 0.2, "in (0, 1)", unit_open);
-            let eps_high = num!("eps_high", eps_low, "in (0, 1)", unit_open);
-            grpo = Some(GrpoSettings {
-                group_size,
-                prompts_per_step: prompts,
-                micro_batch: micro,
-                optim,
-                beta: num!("beta", 0.01, "≥ 0", nonneg),
-                kl: pick!("kl", KlEstimator::K3, &["k1", "k3"], |i| if i == 0 {
-                    KlEstimator::K1
-                } else {
-                    KlEstimator::K3
-                }),
-                eps_low,
-                eps_high,
-                loss_agg: pick!(
-                    "loss_agg",
-                    LossAgg::TokenMean,
-                    &[
-                        "token_mean",
-                        "seq_mean_token_mean",
-                        "seq_mean_token_sum_norm"
-                    ],
-                    |i| match i {
-                        0 => LossAgg::TokenMean,
-                        1 => LossAgg::SeqMeanTokenMean,
-                        _ => LossAgg::SeqMeanTokenSumNorm,
-                    }
-                ),
-                advantage: pick!(
-                    "advantage",
-                    AdvantageScaling::Group,
-                    &["group", "batch", "none"],
-                    |i| match i {
-                        0 => AdvantageScaling::Group,
-                        1 => AdvantageScaling::Batch,
-                        _ => AdvantageScaling::None,
-                    }
-                ),
-                mu: int!("mu", 1, 1),
-                max_new_tokens: int!("max_new_tokens", 256, 1),
-                temperature: num!("temperature", 1.0, "> 0", pos),
-                top_p: num!("top_p", 1.0, "in (0, 1]", top_p_ok),
-                dynamic_sampling: flag!("dynamic_sampling", false),
-                max_retries: int!("max_retries", 3, 0),
-                mask_truncated: flag!("mask_truncated", false),
-            });
+            Settings::Grpo(g)
         }
-        PhaseKind::Sft => {
-            sft = Some(SftSettings {
-                optim: optim!(1e-5, LrSchedule::Cosine),
-                batch_size: int!("batch_size", 8, 1),
-                max_tokens: int!("max_tokens", 512, 1),
-            });
-        }
-        PhaseKind::Probe => {
-            probe = Some(ProbeSettings {
-                rollouts: int!("rollouts", 8, 1),
-                temperature: num!("temperature", 1.0, "> 0", pos),
-                top_p: num!("top_p", 1.0, "in (0, 1]", top_p_ok),
-                max_new_tokens: int!("max_new_tokens", 256, 1),
-                pass_threshold: num!("pass_threshold", 0.5, "in [0, 1]", |v: f64| (0.0..=1.0)
-                    .contains(&v)),
-            });
-        }
+        PhaseKind::Sft => Settings::Sft(SftSettings {
+            optim: optim(&mut st),
+            batch_size: st.int("batch_size"),
+            max_tokens: st.int("max_tokens"),
+        }),
+        PhaseKind::Probe => Settings::Probe(ProbeSettings {
+            rollouts: st.int("rollouts"),
+            batch_size: st.int("batch_size"),
+            temperature: st.num("temperature"),
+            top_p: st.num("top_p"),
+            max_new_tokens: st.int("max_new_tokens"),
+            pass_threshold: st.num("pass_threshold"),
+        }),
         PhaseKind::Eval => {
+            let n = st.int("n");
+            let greedy = st.flag("greedy");
+            let max_new_tokens = st.int("max_new_tokens");
             let mut caps: Vec<String> = Vec::new();
             for s in look.sources {
                 if let Some(c) = s.capability() {
@@ -1987,15 +1796,15 @@ fn stage(
                     caps = chosen;
                 }
             }
-            eval = Some(EvalSettings {
-                n: int!("n", 32, 1),
+            Settings::Eval(EvalSettings {
+                n,
                 capabilities: caps,
                 levels: levels.clone(),
-                greedy: flag!("greedy", true),
-                max_new_tokens: int!("max_new_tokens", 256, 1),
-            });
+                greedy,
+                max_new_tokens,
+            })
         }
-    }
+    };
 
     let stop = match val("stop") {
         Some(e) => stop_cond(ctx, e),
@@ -2035,33 +1844,136 @@ fn stage(
         }
     }
 
+    // A probe without a stop condition measures every sample once.
+    let stop = match (stop, kind) {
+        (None, PhaseKind::Probe) => Some(Stop::Epochs { n: 1.0 }),
+        (s, _) => s,
+    };
+    // A cosine LR or a moving mix is laid out over the phase's steps: a phase bounded only by
+    // time has no step count to lay it over.
+    if let (Some(s), Some(e)) = (&stop, val("stop")) {
+        let needs_count: Vec<&str> = [
+            (
+                "lr_schedule = cosine",
+                match &settings {
+                    Settings::Grpo(g) => g.optim.lr_schedule == LrSchedule::Cosine,
+                    Settings::Sft(x) => x.optim.lr_schedule == LrSchedule::Cosine,
+                    _ => false,
+                },
+            ),
+            ("a `->` mix", mix.as_ref().is_some_and(|m| m.to.is_some())),
+        ]
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(what, _)| *what)
+        .collect();
+        if s.is_bounded() && s.step_bound(Some(1), 1).is_none() && !needs_count.is_empty() {
+            ctx.push(
+                Diag::error(
+                    ErrorKind::UnboundedPhase,
+                    e.span,
+                    format!(
+                        "stage `{}` uses {} but `{s}` gives no step count to lay it over",
+                        name.name,
+                        needs_count.join(" and ")
+                    ),
+                )
+                .label("bounded by time only")
+                .help(format!(
+                    "add a count bound, e.g. `stop = {} or steps(1000)`, or use `lr_schedule = constant`",
+                    paren_if_and(s)
+                )),
+            );
+        }
+    }
+
     let mut freeze = Vec::new();
     if let Some(e) = val("freeze") {
         if let Some(f) = ctx.strings(e, "freeze") {
             freeze = f;
         }
     }
-    let _ = has;
 
     (
         Stage {
             name: name.name.clone(),
-            kind,
             capability,
             after: deps,
             mix,
             levels,
             order,
             reward,
-            grpo,
-            sft,
-            probe,
-            eval,
+            settings,
             stop,
             freeze,
         },
         after,
     )
+}
+
+/// Reads one stage's settings through the key table: a written value is range-checked as
+/// the table says, an absent or invalid one takes the table's default for the kind.
+struct StageKeys<'c, 'v> {
+    ctx: &'c mut Ctx,
+    kind: PhaseKind,
+    val: &'v dyn Fn(&str) -> Option<&'v Expr>,
+}
+
+impl StageKeys<'_, '_> {
+    fn row(&self, k: &str) -> Option<&'static keys::Key> {
+        keys::find(Scope::Stage, k, Some(self.kind))
+    }
+
+    fn num_or(&mut self, k: &str, default: f64) -> f64 {
+        match (self.row(k).map(|r| r.value), (self.val)(k)) {
+            (Some(keys::Value::Num(r)), Some(e)) => self
+                .ctx
+                .num_in(e, k, r.describe(), |v| r.contains(v))
+                .unwrap_or(default),
+            _ => default,
+        }
+    }
+
+    fn num(&mut self, k: &str) -> f64 {
+        self.num_or(k, keys::num(k, self.kind))
+    }
+
+    fn int_or(&mut self, k: &str, default: u64) -> u64 {
+        match (self.row(k).map(|r| r.value), (self.val)(k)) {
+            (Some(keys::Value::Int { min }), Some(e)) => {
+                self.ctx.uint_min(e, k, min).unwrap_or(default)
+            }
+            _ => default,
+        }
+    }
+
+    fn int(&mut self, k: &str) -> u64 {
+        self.int_or(k, keys::int(k, self.kind))
+    }
+
+    fn flag(&mut self, k: &str) -> bool {
+        let d = keys::flag(k, self.kind);
+        match (self.val)(k) {
+            Some(e) => self.ctx.boolean(e, k).unwrap_or(d),
+            None => d,
+        }
+    }
+
+    /// A choice key as its enum.
+    fn word<T: serde::de::DeserializeOwned>(&mut self, k: &str) -> T {
+        let written = match (self.row(k).map(|r| r.value), (self.val)(k)) {
+            (Some(keys::Value::Choice(ws)), Some(e)) => self
+                .ctx
+                .choice(e, k, ws)
+                .and_then(|i| from_word::<T>(ws[i])),
+            _ => None,
+        };
+        match written.or_else(|| from_word::<T>(keys::word(k, self.kind))) {
+            Some(t) => t,
+            // The table's own test checks that every choice default parses.
+            None => unreachable!("key table: default of `{k}` is not a value of its type"),
+        }
+    }
 }
 
 /// "an sft", "a grpo": the kind with its article.
@@ -2096,21 +2008,12 @@ fn graph_checks(
     rewards: &[RewardSet],
     reward_decls: &[(&Ident, &Expr)],
 ) {
-    use petgraph::graph::DiGraph;
     let index: HashMap<&str, usize> = stages
         .iter()
         .enumerate()
         .map(|(i, s)| (s.name.as_str(), i))
         .collect();
-    let mut g: DiGraph<usize, ()> = DiGraph::new();
-    let nodes: Vec<_> = (0..stages.len()).map(|i| g.add_node(i)).collect();
-    for (i, deps) in after.iter().enumerate() {
-        for d in deps {
-            if let Some(&j) = index.get(d.name.as_str()) {
-                g.add_edge(nodes[j], nodes[i], ());
-            }
-        }
-    }
+    let g = stage_graph(stages);
     // Cycles: every strongly connected component with more than one node, or a self-loop.
     for scc in petgraph::algo::tarjan_scc(&g) {
         let self_loop = scc.len() == 1 && g.contains_edge(scc[0], scc[0]);
@@ -2158,7 +2061,7 @@ fn graph_checks(
             .help("stages run in `after` order, so the dependencies must not loop; remove one of them"),
         );
     }
-    let acyclic = !petgraph::algo::is_cyclic_directed(&g);
+    let acyclic = stage_order(&g).is_ok();
 
     // Levels from a probe: the probe must exist, be a probe, and precede every stage that
     // needs levels.
@@ -2173,7 +2076,7 @@ fn graph_checks(
                 .label("no stage with this name")
                 .maybe_help(suggest(p, stages.iter().map(|s| s.name.as_str()))),
             ),
-            Some(&pi) if stages[pi].kind != PhaseKind::Probe => ctx.push(
+            Some(&pi) if stages[pi].kind() != PhaseKind::Probe => ctx.push(
                 Diag::error(
                     ErrorKind::Type,
                     pref.span,
@@ -2184,12 +2087,17 @@ fn graph_checks(
             ),
             Some(&pi) if acyclic => {
                 for (i, s) in stages.iter().enumerate() {
-                    if i == pi || !matches!(s.kind, PhaseKind::Grpo | PhaseKind::Sft) {
+                    if i == pi || !matches!(s.kind(), PhaseKind::Grpo | PhaseKind::Sft) {
                         continue;
                     }
                     let uses_levels = s.levels.len() < 3 || s.order.needs_difficulty();
                     if uses_levels
-                        && !petgraph::algo::has_path_connecting(&g, nodes[pi], nodes[i], None)
+                        && !petgraph::algo::has_path_connecting(
+                            &g,
+                            NodeIndex::new(pi),
+                            NodeIndex::new(i),
+                            None,
+                        )
                     {
                         ctx.push(
                             Diag::error(
@@ -2225,14 +2133,14 @@ fn graph_checks(
     }
     let trained: BTreeSet<Level> = stages
         .iter()
-        .filter(|s| matches!(s.kind, PhaseKind::Grpo | PhaseKind::Sft))
+        .filter(|s| matches!(s.kind(), PhaseKind::Grpo | PhaseKind::Sft))
         .flat_map(|s| s.levels.iter().copied())
         .collect();
     let unused: Vec<&str> = provided.difference(&trained).map(|l| l.as_str()).collect();
     if !unused.is_empty()
         && stages
             .iter()
-            .any(|s| matches!(s.kind, PhaseKind::Grpo | PhaseKind::Sft))
+            .any(|s| matches!(s.kind(), PhaseKind::Grpo | PhaseKind::Sft))
     {
         let span = difficulty_span
             .or(source_blocks.first().map(|(n, _)| n.span))

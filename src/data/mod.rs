@@ -19,6 +19,6 @@ pub use error::DataError;
 pub use pass_rate::{LevelBands, PassRateTable, PassRecord};
 pub use sample::{Capability, Level, Sample};
 pub use sampler::{
-    DifficultyKey, Drawn, FilterSpec, MixSpec, OrderSpec, Sampler, SamplerSpec, SamplerState,
-    ScheduleSpec, SourceSpec,
+    DifficultyKey, Drawn, FilterSpec, MixSpec, Sampler, SamplerSpec, SamplerState, ScheduleSpec,
+    SourceSpec,
 };

@@ -1,6 +1,6 @@
 //! Per-phase sampling: which prompts a step trains on.
 //!
-//! A phase declares [`SamplerSpec`]: its sources (each a named pool with an [`OrderSpec`] and
+//! A phase declares [`SamplerSpec`]: its sources (each a named pool with an [`Order`] and
 //! a [`FilterSpec`]), a [`ScheduleSpec`] of mixing weights over the phase's steps, the prompts
 //! per step and a seed. Exec builds a [`Sampler`] from that spec and the loaded pools
 //! (`Sampler::new(spec, pools)`), calls [`Sampler::next_step`] once per step (and
@@ -17,7 +17,7 @@
 //! sources; a randomised check of up to 11 sources over 2000 draws saw at most 1.13).
 //!
 //! Each source walks its pool in epochs: an epoch visits every kept sample once, in the order
-//! the source's `OrderSpec` sets when the epoch starts (shuffled orders reshuffle each epoch).
+//! the source's `Order` sets when the epoch starts (shuffled orders reshuffle each epoch).
 
 use std::f64::consts::PI;
 
@@ -27,6 +27,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{seed, DataError, Level, Sample};
+use crate::spec::Order;
 
 /// Mixing weights by source name; a source not named has weight 0. Weights need not sum to 1.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -105,71 +106,8 @@ pub enum DifficultyKey {
     Level,
 }
 
-/// The order a source walks its pool in. Samples lacking the key an order reads (no pass
-/// rate, no level) go after those that have it.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum OrderSpec {
-    /// Reshuffled at the start of every epoch.
-    #[default]
-    Shuffled,
-    /// The pool's own order.
-    Sequential,
-    /// Easy first: descending pass rate, or easy → medium → hard; ties keep the pool's order.
-    EasyToHard {
-        by: DifficultyKey,
-    },
-    HardToEasy {
-        by: DifficultyKey,
-    },
-    /// AdaRFT: a target difficulty `d` in [min, max] moves with the mean reward,
-    /// `d ← clip(d + eta·tanh(alpha·(R̄ − beta)))`, and each draw takes the unused sample of the
-    /// epoch whose difficulty is nearest `d`. A sample's difficulty is `1 − pass_rate`, else
-    /// 1/6, 1/2, 5/6 for easy, medium, hard, else 1/2.
-    AdaRft {
-        #[serde(default = "ada_eta")]
-        eta: f64,
-        #[serde(default = "ada_alpha")]
-        alpha: f64,
-        #[serde(default = "ada_beta")]
-        beta: f64,
-        #[serde(default)]
-        initial: f64,
-        #[serde(default)]
-        min: f64,
-        #[serde(default = "one")]
-        max: f64,
-    },
-    /// SPEED-style: pass rates nearest 0.5 first (where a group's rewards vary most), ties
-    /// shuffled each epoch; unknown pass rates count as 0 or 1 (least informative).
-    Speed,
-}
-
-fn ada_eta() -> f64 {
-    0.1
-}
-fn ada_alpha() -> f64 {
-    2.0
-}
-fn ada_beta() -> f64 {
-    0.5
-}
-fn one() -> f64 {
-    1.0
-}
-
-impl OrderSpec {
-    pub fn adarft() -> Self {
-        OrderSpec::AdaRft {
-            eta: ada_eta(),
-            alpha: ada_alpha(),
-            beta: ada_beta(),
-            initial: 0.0,
-            min: 0.0,
-            max: 1.0,
-        }
-    }
-}
+/// AdaRFT's target difficulty lives in [0, 1] (0 = easiest).
+const ADARFT_RANGE: (f64, f64) = (0.0, 1.0);
 
 /// Which samples of a pool a source keeps (applied once, when the sampler is built).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -208,23 +146,42 @@ impl FilterSpec {
     }
 }
 
-/// One source of a phase: a named pool, its order and filter.
+/// One source of a phase: a named pool, the phase's order (the vocabulary's [`Order`]) with
+/// the key it reads difficulty by, and the source's filter.
+///
+/// How each order walks a pool; samples lacking the key an order reads (no pass rate, no
+/// level) go after those that have it:
+/// - `shuffled`: reshuffled at the start of every epoch.
+/// - `easy_to_hard` / `hard_to_easy`: by descending pass rate, or easy → medium → hard; ties
+///   keep the pool's order.
+/// - `adarft`: a target difficulty `d` in [0, 1] moves with the mean reward,
+///   `d ← clip(d + eta·tanh(alpha·(R̄ − beta)))`, and each draw takes the unused sample of
+///   the epoch whose difficulty is nearest `d`. A sample's difficulty is `1 − pass_rate`,
+///   else 1/6, 1/2, 5/6 for easy, medium, hard, else 1/2.
+/// - `speed(low, high)`: samples whose pass rate lies in the band first, then those not yet
+///   measured, then the rest by their distance to the band; shuffled within each.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceSpec {
     pub name: String,
-    #[serde(default)]
-    pub order: OrderSpec,
+    pub order: Order,
+    pub by: DifficultyKey,
     #[serde(default)]
     pub filter: FilterSpec,
 }
 
 impl SourceSpec {
-    pub fn new(name: impl Into<String>, order: OrderSpec) -> Self {
+    pub fn new(name: impl Into<String>, order: Order) -> Self {
         SourceSpec {
             name: name.into(),
             order,
+            by: DifficultyKey::Level,
             filter: FilterSpec::default(),
         }
+    }
+
+    pub fn by(mut self, by: DifficultyKey) -> Self {
+        self.by = by;
+        self
     }
 }
 
@@ -322,11 +279,11 @@ impl Sampler {
         let mut rng = ChaCha8Rng::seed_from_u64(seed::mix(&[spec.seed, seed::tag("sampler")]));
         let mut sources = Vec::new();
         for (i, src) in spec.sources.iter().enumerate() {
-            let order = epoch_order(&src.order, &pools[i], &kept[i], &mut rng);
+            let order = epoch_order(src, &pools[i], &kept[i], &mut rng);
             let target = match src.order {
-                OrderSpec::AdaRft {
-                    initial, min, max, ..
-                } => Some(initial.clamp(min, max)),
+                Order::Adarft { initial, .. } => {
+                    Some(initial.clamp(ADARFT_RANGE.0, ADARFT_RANGE.1))
+                }
                 _ => None,
             };
             sources.push(SourceCursor {
@@ -529,18 +486,14 @@ impl Sampler {
         }
         for (src, cur) in self.spec.sources.iter().zip(&mut self.state.sources) {
             if let (
-                OrderSpec::AdaRft {
-                    eta,
-                    alpha,
-                    beta,
-                    min,
-                    max,
-                    ..
+                Order::Adarft {
+                    eta, alpha, beta, ..
                 },
                 Some(d),
             ) = (&src.order, cur.target.as_mut())
             {
-                *d = (*d + eta * (alpha * (mean_reward - beta)).tanh()).clamp(*min, *max);
+                *d = (*d + eta * (alpha * (mean_reward - beta)).tanh())
+                    .clamp(ADARFT_RANGE.0, ADARFT_RANGE.1);
             }
         }
     }
@@ -599,7 +552,7 @@ impl Sampler {
         if cur.position == cur.order.len() {
             cur.epochs += 1;
             cur.position = 0;
-            cur.order = epoch_order(&spec.order, pool, kept, &mut self.state.rng);
+            cur.order = epoch_order(spec, pool, kept, &mut self.state.rng);
         }
         Drawn {
             source: src,
@@ -621,7 +574,7 @@ fn difficulty(s: &Sample) -> f64 {
 }
 
 fn epoch_order(
-    order: &OrderSpec,
+    src: &SourceSpec,
     pool: &[Sample],
     kept: &[usize],
     rng: &mut ChaCha8Rng,
@@ -635,18 +588,23 @@ fn epoch_order(
             DifficultyKey::Level => s.difficulty.map(|l| l.rank() as f64),
         }
     };
-    match order {
-        OrderSpec::Sequential => {}
-        OrderSpec::Shuffled | OrderSpec::AdaRft { .. } => idx.shuffle(rng),
-        OrderSpec::EasyToHard { by } => {
-            idx.sort_by(|&a, &b| cmp_known_first(key(*by, at(a)), key(*by, at(b)), false))
+    let by = src.by;
+    match src.order {
+        Order::Shuffled | Order::Adarft { .. } => idx.shuffle(rng),
+        Order::EasyToHard => {
+            idx.sort_by(|&a, &b| cmp_known_first(key(by, at(a)), key(by, at(b)), false))
         }
-        OrderSpec::HardToEasy { by } => {
-            idx.sort_by(|&a, &b| cmp_known_first(key(*by, at(a)), key(*by, at(b)), true))
+        Order::HardToEasy => {
+            idx.sort_by(|&a, &b| cmp_known_first(key(by, at(a)), key(by, at(b)), true))
         }
-        OrderSpec::Speed => {
+        Order::Speed { low, high } => {
             idx.shuffle(rng);
-            let dist = |s: &Sample| s.pass_rate.map_or(0.5, |p| (p - 0.5).abs());
+            // In the band: 0; unmeasured: just after; outside: the distance to the band.
+            let dist = |s: &Sample| match s.pass_rate {
+                Some(p) if (low..=high).contains(&p) => 0.0,
+                Some(p) => f64::EPSILON + (low - p).max(p - high),
+                None => f64::EPSILON / 2.0,
+            };
             idx.sort_by(|&a, &b| dist(at(a)).total_cmp(&dist(at(b))));
         }
     }

@@ -35,11 +35,11 @@ use super::manifest::{Manifest, PhaseStatus};
 use super::phases::EvalSet;
 use super::rundir::{write_atomic, RunDir};
 use super::runner::{phase_inputs, run_plan, PhaseOutcome, RunOptions};
-use crate::check::{ModelSpec, PhaseKind};
 use crate::data::{suite, Level};
 use crate::model::Policy;
 use crate::plan::Plan;
 use crate::rollout::{phase_key, SeedCtx};
+use crate::spec::{ModelSpec, Settings};
 
 /// The shared held-out set's seed: one set for every arm, seed and base.
 pub const EVAL_SEED: u64 = 20_260_501;
@@ -234,10 +234,10 @@ pub fn summarise(
 pub fn planned_budget(plan: &Plan) -> Option<u64> {
     let mut total = 0u64;
     for p in &plan.phases {
-        total += match p.kind {
-            PhaseKind::Grpo | PhaseKind::Probe => p.estimate.rollouts?,
-            PhaseKind::Sft => p.estimate.steps? * p.sft.as_ref()?.batch_size,
-            PhaseKind::Eval => 0,
+        total += match &p.settings {
+            Settings::Grpo(_) | Settings::Probe(_) => p.estimate.rollouts?,
+            Settings::Sft(s) => p.estimate.steps? * s.batch_size,
+            Settings::Eval(_) => 0,
         };
     }
     Some(total)
@@ -281,6 +281,8 @@ pub fn eval_set(n: u64, max_new_tokens: u64) -> Result<EvalSet> {
         samples,
         rewards: crate::reward::RewardSet::accuracy().map_err(cerr)?,
         max_new_tokens: max_new_tokens as usize,
+        greedy: true,
+        pass_threshold: crate::spec::keys::pass_threshold(),
     })
 }
 

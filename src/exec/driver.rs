@@ -18,7 +18,8 @@ use super::checkpoint::{self, CheckpointState};
 use super::error::Result;
 use super::metrics::MetricsWriter;
 use super::progress::PhaseProgress;
-use super::stop::{stop_reason, Observation, StopCond, StopState};
+use super::stop::{stop_reason, Observation, StopEval, StopState};
+use crate::spec::Stop;
 
 /// What one step reports back to the loop.
 #[derive(Debug, Clone, Default)]
@@ -55,7 +56,7 @@ pub trait PhaseTrainer {
 pub struct DriveOptions<'a> {
     pub phase: String,
     pub stage: Option<String>,
-    pub stop: StopCond,
+    pub stop: Stop,
     pub checkpoint_every: u64,
     pub keep: usize,
     pub global_step_start: u64,
@@ -319,7 +320,7 @@ mod tests {
     }
 
     fn opts<'a>(
-        stop: StopCond,
+        stop: Stop,
         resume: bool,
         crash: Option<u64>,
         flag: &'a AtomicBool,
@@ -348,7 +349,7 @@ mod tests {
     #[test]
     fn kill_and_resume_gives_the_same_weights_and_metrics() {
         let flag = AtomicBool::new(false);
-        let stop = StopCond::Steps { n: 13 };
+        let stop = Stop::Steps { n: 13 };
         let a = tempfile::tempdir().unwrap();
         let straight = drive(
             a.path(),
@@ -395,7 +396,7 @@ mod tests {
     #[test]
     fn a_corrupt_last_checkpoint_resumes_from_the_one_before_with_the_same_result() {
         let flag = AtomicBool::new(false);
-        let stop = StopCond::Steps { n: 12 };
+        let stop = Stop::Steps { n: 12 };
         let a = tempfile::tempdir().unwrap();
         let straight = drive(
             a.path(),
@@ -425,7 +426,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let end = drive(
             d.path(),
-            opts(StopCond::Steps { n: 50 }, true, None, &flag),
+            opts(Stop::Steps { n: 50 }, true, None, &flag),
             &mut Toy::new(),
         )
         .unwrap();
@@ -439,13 +440,13 @@ mod tests {
         assert!(checkpoint.ends_with("ckpt-000001"));
 
         let flag = AtomicBool::new(false);
-        let stop = StopCond::Or {
+        let stop = Stop::Any {
             any: vec![
-                StopCond::Steps { n: 200 },
-                StopCond::EvalAtLeast {
-                    metric: "eval/overall".into(),
+                Stop::Steps { n: 200 },
+                Stop::Eval {
                     threshold: 0.9,
                     every: 5,
+                    n: 4,
                 },
             ],
         };
@@ -458,7 +459,7 @@ mod tests {
         assert!(step < 200);
         assert_eq!(
             reason,
-            format!("toy stopped at step {step}: eval(eval/overall >= 0.9 every 5)")
+            format!("toy stopped at step {step}: eval(0.9, every 5)")
         );
         let recs = crate::exec::metrics::read_metrics(&d.path().join("metrics.jsonl")).unwrap();
         assert!(

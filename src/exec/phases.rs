@@ -16,7 +16,7 @@ use super::eval::{EvalResult, Outcome};
 use super::metrics::keys;
 use crate::data::{PassRateTable, Sample, Sampler, SamplerState};
 use crate::grpo::{grpo_step, sft_step, AdamW, GrpoConfig};
-use crate::model::{Policy, PolicyModel};
+use crate::model::{Policy, PolicyModel, SamplingParams};
 use crate::reward::RewardSet;
 use crate::rollout::{greedy_eval, policy_input, rollout, SeedCtx};
 
@@ -129,12 +129,18 @@ impl Data {
     }
 }
 
-/// Held-out evaluation: greedy decoding, graded by `rewards`' `accuracy` term (or, without
-/// one, by the total reward ≥ 0.5).
+const EVAL_CHUNK: usize = 32;
+
+/// Held-out evaluation: greedy decoding (or one sample each), graded by `rewards`'
+/// `accuracy` term (or, without one, by the total reward) against `pass_threshold`.
 pub struct EvalSet {
     pub samples: Vec<Sample>,
     pub rewards: RewardSet,
     pub max_new_tokens: usize,
+    /// Greedy decoding; otherwise one sample at temperature 1 (seeded per sample).
+    pub greedy: bool,
+    /// A sample is correct when its accuracy term (else its reward) is ≥ this.
+    pub pass_threshold: f64,
 }
 
 impl EvalSet {
@@ -161,14 +167,33 @@ impl EvalSet {
         let acc = self.rewards.labels().iter().position(|l| l == "accuracy");
         let mut outcomes = Vec::with_capacity(self.samples.len());
         let mut records = Vec::with_capacity(self.samples.len());
-        // Chunks bound the batch's memory; greedy decoding makes the result independent of them.
-        for chunk in self.samples.chunks(32) {
-            let (groups, _) = greedy_eval(policy, chunk, self.max_new_tokens, &self.rewards, ctx)
-                .map_err(|e| err(phase, e))?;
+        let threshold = self.pass_threshold as f32;
+        // Chunks bound the batch's memory; greedy decoding, or seeds drawn per sample index,
+        // make the result independent of them.
+        for (c, chunk) in self.samples.chunks(EVAL_CHUNK).enumerate() {
+            let (groups, _) = if self.greedy {
+                greedy_eval(policy, chunk, self.max_new_tokens, &self.rewards, ctx)
+            } else {
+                let params = SamplingParams {
+                    temperature: 1.0,
+                    top_p: 1.0,
+                    max_new_tokens: self.max_new_tokens,
+                };
+                rollout(
+                    policy,
+                    chunk,
+                    1,
+                    &params,
+                    &self.rewards,
+                    ctx,
+                    c * EVAL_CHUNK,
+                )
+            }
+            .map_err(|e| err(phase, e))?;
             for g in groups {
                 let correct = match acc {
-                    Some(i) => g.terms[0].get(i).copied().unwrap_or(0.0) >= 0.5,
-                    None => g.rewards[0] >= 0.5,
+                    Some(i) => g.terms[0].get(i).copied().unwrap_or(0.0) >= threshold,
+                    None => g.rewards[0] >= threshold,
                 };
                 records.push(serde_json::json!({
                     "id": g.sample.id,
@@ -261,9 +286,6 @@ impl PhaseTrainer for SftTrainer {
     }
 }
 
-/// The reward at which a GRPO rollout counts as a success in the pass-rate table.
-pub const GRPO_PASS_THRESHOLD: f32 = 0.5;
-
 /// GRPO on the phase's sampler and reward set.
 pub struct GrpoTrainer {
     pub phase: String,
@@ -314,17 +336,15 @@ impl PhaseTrainer for GrpoTrainer {
                     phase = %self.phase,
                     "step {step}: dynamic sampling hit its retry cap ({}) and trained on fewer \
                      groups than asked; later hits are counted in the `retry_cap_hits` metric",
-                    self.cfg.max_retries
+                    self.cfg.settings.max_retries
                 );
             }
         }
-        // Online pass rates: a rollout passes as in a probe phase (reward ≥ 0.5), so later
-        // phases can order and filter by what this one saw.
+        // Online pass rates: a rollout passes as in a probe phase (reward ≥ pass_threshold),
+        // so later phases can order and filter by what this one saw.
+        let threshold = self.cfg.settings.pass_threshold as f32;
         for (id, rewards) in &m.group_rewards {
-            let passed = rewards
-                .iter()
-                .filter(|r| **r >= GRPO_PASS_THRESHOLD)
-                .count();
+            let passed = rewards.iter().filter(|r| **r >= threshold).count();
             self.pass_rates
                 .record(id, passed as u64, rewards.len() as u64, step)
                 .map_err(|e| err(&self.phase, e))?;
@@ -349,7 +369,7 @@ impl PhaseTrainer for GrpoTrainer {
             // What compute-matching counts: every completion sampled, retries included.
             (
                 "rollouts".to_string(),
-                (drawn * self.cfg.group_size as u64) as f64,
+                (drawn * self.cfg.settings.group_size) as f64,
             ),
             ("time/rollout_s".to_string(), m.rollout_s),
             ("time/reward_s".to_string(), m.reward_s),

@@ -14,95 +14,16 @@
 //! - `and` / `or`: both / either.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use super::metrics::keys;
+use crate::spec::Stop;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum StopCond {
-    Steps {
-        n: u64,
-    },
-    Epochs {
-        n: f64,
-    },
-    Samples {
-        n: u64,
-    },
-    WallTime {
-        seconds: f64,
-    },
-    Plateau {
-        metric: String,
-        window: usize,
-        delta: f64,
-    },
-    EvalAtLeast {
-        metric: String,
-        threshold: f64,
-        every: u64,
-    },
-    InformativeBelow {
-        fraction: f64,
-        window: usize,
-    },
-    MinSteps {
-        n: u64,
-    },
-    And {
-        all: Vec<StopCond>,
-    },
-    Or {
-        any: Vec<StopCond>,
-    },
-}
-
-impl fmt::Display for StopCond {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let join = |f: &mut fmt::Formatter<'_>, items: &[StopCond], op: &str| {
-            for (i, c) in items.iter().enumerate() {
-                if i > 0 {
-                    write!(f, " {op} ")?;
-                }
-                if matches!(c, StopCond::And { .. } | StopCond::Or { .. }) {
-                    write!(f, "({c})")?;
-                } else {
-                    write!(f, "{c}")?;
-                }
-            }
-            Ok(())
-        };
-        match self {
-            StopCond::Steps { n } => write!(f, "steps({n})"),
-            StopCond::Epochs { n } => write!(f, "epochs({n})"),
-            StopCond::Samples { n } => write!(f, "samples({n})"),
-            StopCond::WallTime { seconds } => write!(f, "time({seconds}s)"),
-            StopCond::Plateau {
-                metric,
-                window,
-                delta,
-            } => {
-                write!(f, "plateau({metric}, {window}, {delta})")
-            }
-            StopCond::EvalAtLeast {
-                metric,
-                threshold,
-                every,
-            } => {
-                write!(f, "eval({metric} >= {threshold} every {every})")
-            }
-            StopCond::InformativeBelow { fraction, window } => {
-                write!(f, "informative_below({fraction}, {window})")
-            }
-            StopCond::MinSteps { n } => write!(f, "min_steps({n})"),
-            StopCond::And { all } => join(f, all, "and"),
-            StopCond::Or { any } => join(f, any, "or"),
-        }
-    }
-}
+/// The metric `plateau` watches.
+pub const PLATEAU_METRIC: &str = keys::REWARD;
+/// The eval result `eval(threshold, …)` compares.
+pub const EVAL_METRIC: &str = "eval/overall";
 
 /// What the executor knows after a step.
 #[derive(Debug, Clone, Default)]
@@ -130,75 +51,91 @@ pub struct StopState {
 
 pub const INFORMATIVE: &str = "informative_frac";
 
-impl StopCond {
-    pub fn validate(&self) -> Result<(), String> {
-        match self {
-            StopCond::Plateau { window, .. } | StopCond::InformativeBelow { window, .. }
-                if *window == 0 =>
-            {
-                Err(format!("{self}: the window must be at least 1"))
-            }
-            StopCond::EvalAtLeast { every, .. } if *every == 0 => {
-                Err(format!("{self}: `every` must be at least 1"))
-            }
-            StopCond::And { all: v } | StopCond::Or { any: v } => {
-                if v.is_empty() {
-                    return Err("an empty and/or has nothing to stop on".into());
-                }
-                v.iter().try_for_each(StopCond::validate)
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// The largest number of steps the phase can take, when the condition bounds it: the
-    /// progress bar's length and ETA.
-    pub fn max_steps(&self) -> Option<u64> {
-        match self {
-            StopCond::Steps { n } => Some(*n),
-            // `a and b` stops no earlier than either; bounded only if every part is.
-            StopCond::And { all } => all
-                .iter()
-                .map(StopCond::max_steps)
-                .collect::<Option<Vec<_>>>()
-                .and_then(|v| v.into_iter().max()),
-            StopCond::Or { any } => any.iter().filter_map(StopCond::max_steps).min(),
-            _ => None,
-        }
-    }
-
+/// The evaluator over the vocabulary's stop tree: the tree the checker wrote is the tree
+/// that runs.
+pub trait StopEval {
     /// Whether an eval must run after step `step` for this condition.
-    pub fn eval_due(&self, step: u64) -> bool {
-        match self {
-            StopCond::EvalAtLeast { every, .. } => *every > 0 && step.is_multiple_of(*every),
-            StopCond::And { all: v } | StopCond::Or { any: v } => {
-                v.iter().any(|c| c.eval_due(step))
+    fn eval_due(&self, step: u64) -> bool;
+    /// Feeds one observation and says whether to stop, and which part of the condition
+    /// held.
+    fn observe(&self, state: &mut StopState, obs: &Observation) -> Option<String>;
+}
+
+fn windowed(stop: &Stop, out: &mut BTreeMap<String, usize>) {
+    match stop {
+        Stop::Plateau { window, .. } => {
+            let w = out.entry(PLATEAU_METRIC.to_string()).or_default();
+            *w = (*w).max(2 * *window as usize);
+        }
+        Stop::InformativeBelow { window, .. } => {
+            let w = out.entry(INFORMATIVE.to_string()).or_default();
+            *w = (*w).max(*window as usize);
+        }
+        Stop::All { all: v } | Stop::Any { any: v } => v.iter().for_each(|c| windowed(c, out)),
+        _ => {}
+    }
+}
+
+fn holds(stop: &Stop, st: &StopState, obs: &Observation) -> bool {
+    match stop {
+        Stop::Steps { n } | Stop::MinSteps { n } => obs.step >= *n,
+        Stop::Epochs { n } => obs.epochs >= *n,
+        Stop::Samples { n } => obs.samples >= *n,
+        Stop::Time { seconds } => st.elapsed_s >= *seconds as f64,
+        Stop::Plateau { window, delta } => {
+            let window = *window as usize;
+            let Some(w) = st.windows.get(PLATEAU_METRIC) else {
+                return false;
+            };
+            if window == 0 || w.len() < 2 * window {
+                return false;
             }
+            let n = w.len();
+            let mean = |it: &mut dyn Iterator<Item = &f64>| it.sum::<f64>() / window as f64;
+            let recent = mean(&mut w.iter().skip(n - window));
+            let before = mean(&mut w.iter().skip(n - 2 * window).take(window));
+            recent - before < *delta
+        }
+        Stop::Eval { threshold, .. } => st
+            .last_eval
+            .get(EVAL_METRIC)
+            .is_some_and(|v| v >= threshold),
+        Stop::InformativeBelow { fraction, window } => {
+            let Some(w) = st.windows.get(INFORMATIVE) else {
+                return false;
+            };
+            w.len() >= *window as usize && w.iter().sum::<f64>() / (w.len() as f64) < *fraction
+        }
+        Stop::All { all } => all.iter().all(|c| holds(c, st, obs)),
+        Stop::Any { any } => any.iter().any(|c| holds(c, st, obs)),
+    }
+}
+
+/// The text of the part that made the condition hold: for `or` the first part that holds,
+/// for `and` all of it.
+fn explain(stop: &Stop, st: &StopState, obs: &Observation) -> String {
+    match stop {
+        Stop::Any { any } => any
+            .iter()
+            .find(|c| holds(c, st, obs))
+            .map(|c| explain(c, st, obs))
+            .unwrap_or_else(|| stop.to_string()),
+        other => other.to_string(),
+    }
+}
+
+impl StopEval for Stop {
+    fn eval_due(&self, step: u64) -> bool {
+        match self {
+            Stop::Eval { every, .. } => *every > 0 && step.is_multiple_of(*every),
+            Stop::All { all: v } | Stop::Any { any: v } => v.iter().any(|c| c.eval_due(step)),
             _ => false,
         }
     }
 
-    fn windowed(&self, out: &mut BTreeMap<String, usize>) {
-        match self {
-            StopCond::Plateau { metric, window, .. } => {
-                let w = out.entry(metric.clone()).or_default();
-                *w = (*w).max(2 * window);
-            }
-            StopCond::InformativeBelow { window, .. } => {
-                let w = out.entry(INFORMATIVE.to_string()).or_default();
-                *w = (*w).max(*window);
-            }
-            StopCond::And { all: v } | StopCond::Or { any: v } => {
-                v.iter().for_each(|c| c.windowed(out))
-            }
-            _ => {}
-        }
-    }
-
-    /// Feeds one observation and says whether to stop, and which part of the condition held.
-    pub fn observe(&self, state: &mut StopState, obs: &Observation) -> Option<String> {
+    fn observe(&self, state: &mut StopState, obs: &Observation) -> Option<String> {
         let mut windows = BTreeMap::new();
-        self.windowed(&mut windows);
+        windowed(self, &mut windows);
         for (metric, cap) in windows {
             let value = if metric == INFORMATIVE {
                 obs.metrics
@@ -222,58 +159,7 @@ impl StopCond {
             }
         }
         state.elapsed_s = state.elapsed_before_s + obs.elapsed_s;
-        self.holds(state, obs).then(|| self.explain(state, obs))
-    }
-
-    fn holds(&self, st: &StopState, obs: &Observation) -> bool {
-        match self {
-            StopCond::Steps { n } => obs.step >= *n,
-            StopCond::Epochs { n } => obs.epochs >= *n,
-            StopCond::Samples { n } => obs.samples >= *n,
-            StopCond::WallTime { seconds } => st.elapsed_s >= *seconds,
-            StopCond::MinSteps { n } => obs.step >= *n,
-            StopCond::Plateau {
-                metric,
-                window,
-                delta,
-            } => {
-                let Some(w) = st.windows.get(metric) else {
-                    return false;
-                };
-                if w.len() < 2 * window {
-                    return false;
-                }
-                let n = w.len();
-                let mean = |it: &mut dyn Iterator<Item = &f64>| it.sum::<f64>() / *window as f64;
-                let recent = mean(&mut w.iter().skip(n - window));
-                let before = mean(&mut w.iter().skip(n - 2 * window).take(*window));
-                recent - before < *delta
-            }
-            StopCond::EvalAtLeast {
-                metric, threshold, ..
-            } => st.last_eval.get(metric).is_some_and(|v| v >= threshold),
-            StopCond::InformativeBelow { fraction, window } => {
-                let Some(w) = st.windows.get(INFORMATIVE) else {
-                    return false;
-                };
-                w.len() >= *window && w.iter().sum::<f64>() / (w.len() as f64) < *fraction
-            }
-            StopCond::And { all } => all.iter().all(|c| c.holds(st, obs)),
-            StopCond::Or { any } => any.iter().any(|c| c.holds(st, obs)),
-        }
-    }
-
-    /// The text of the part that made the condition hold: for `or` the first part that
-    /// holds, for `and` all of it.
-    fn explain(&self, st: &StopState, obs: &Observation) -> String {
-        match self {
-            StopCond::Or { any } => any
-                .iter()
-                .find(|c| c.holds(st, obs))
-                .map(|c| c.explain(st, obs))
-                .unwrap_or_else(|| self.to_string()),
-            other => other.to_string(),
-        }
+        holds(self, state, obs).then(|| explain(self, state, obs))
     }
 }
 
@@ -300,10 +186,7 @@ mod tests {
     }
 
     /// Runs `cond` over observations and returns (step, reason) of the first stop.
-    fn first_stop(
-        cond: &StopCond,
-        it: impl IntoIterator<Item = Observation>,
-    ) -> Option<(u64, String)> {
+    fn first_stop(cond: &Stop, it: impl IntoIterator<Item = Observation>) -> Option<(u64, String)> {
         let mut st = StopState::default();
         it.into_iter()
             .find_map(|o| cond.observe(&mut st, &o).map(|r| (o.step, r)))
@@ -311,12 +194,12 @@ mod tests {
 
     #[test]
     fn steps_samples_epochs() {
-        let c = StopCond::Steps { n: 3 };
+        let c = Stop::Steps { n: 3 };
         assert_eq!(
             first_stop(&c, (1..10).map(obs)),
             Some((3, "steps(3)".into()))
         );
-        let c = StopCond::Samples { n: 10 };
+        let c = Stop::Samples { n: 10 };
         let o = (1..10).map(|s| Observation {
             step: s,
             samples: 4 * s,
@@ -327,7 +210,7 @@ mod tests {
             Some((3, "samples(10)".into())),
             "12 ≥ 10 at step 3"
         );
-        let c = StopCond::Epochs { n: 1.5 };
+        let c = Stop::Epochs { n: 1.5 };
         let o = (1..10).map(|s| Observation {
             step: s,
             epochs: s as f64 * 0.4,
@@ -342,7 +225,7 @@ mod tests {
 
     #[test]
     fn wall_time_counts_time_before_a_resume() {
-        let c = StopCond::WallTime { seconds: 10.0 };
+        let c = Stop::Time { seconds: 10 };
         let mut st = StopState::default();
         let o = Observation {
             step: 1,
@@ -365,8 +248,7 @@ mod tests {
 
     #[test]
     fn plateau_compares_the_means_of_two_windows() {
-        let c = StopCond::Plateau {
-            metric: "reward".into(),
+        let c = Stop::Plateau {
             window: 2,
             delta: 0.05,
         };
@@ -378,10 +260,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, v)| with(i as u64 + 1, "reward", *v));
-        assert_eq!(
-            first_stop(&c, o),
-            Some((7, "plateau(reward, 2, 0.05)".into()))
-        );
+        assert_eq!(first_stop(&c, o), Some((7, "plateau(2, 0.05)".into())));
         // A falling metric is a plateau too (no improvement); too few values never stop.
         let o = [0.5, 0.4, 0.3, 0.2]
             .iter()
@@ -397,10 +276,10 @@ mod tests {
 
     #[test]
     fn eval_threshold_uses_the_latest_eval() {
-        let c = StopCond::EvalAtLeast {
-            metric: "eval/overall".into(),
+        let c = Stop::Eval {
             threshold: 0.6,
             every: 5,
+            n: 8,
         };
         assert!(!c.eval_due(4) && c.eval_due(5) && c.eval_due(10));
         let o = (1..=20).map(|s| {
@@ -411,15 +290,12 @@ mod tests {
             o
         });
         // evals: 0.25 @5, 0.5 @10, 0.75 @15 → stop at 15.
-        assert_eq!(
-            first_stop(&c, o),
-            Some((15, "eval(eval/overall >= 0.6 every 5)".into()))
-        );
+        assert_eq!(first_stop(&c, o), Some((15, "eval(0.6, every 5)".into())));
     }
 
     #[test]
     fn informative_fraction_over_a_window() {
-        let c = StopCond::InformativeBelow {
+        let c = Stop::InformativeBelow {
             fraction: 0.3,
             window: 3,
         };
@@ -438,35 +314,33 @@ mod tests {
 
     #[test]
     fn min_steps_guards_a_plateau_and_or_names_the_part_that_held() {
-        let plateau = StopCond::Plateau {
-            metric: "reward".into(),
+        let plateau = Stop::Plateau {
             window: 1,
             delta: 0.01,
         };
-        let guarded = StopCond::And {
-            all: vec![StopCond::MinSteps { n: 5 }, plateau.clone()],
+        let guarded = Stop::All {
+            all: vec![Stop::MinSteps { n: 5 }, plateau.clone()],
         };
         let flat = || (1..=20).map(|s| with(s, "reward", 0.5));
         assert_eq!(first_stop(&plateau, flat()).map(|s| s.0), Some(2));
         assert_eq!(
             first_stop(&guarded, flat()),
-            Some((5, "min_steps(5) and plateau(reward, 1, 0.01)".into()))
+            Some((5, "min_steps(5) and plateau(1, 0.01)".into()))
         );
-        let c = StopCond::Or {
-            any: vec![StopCond::Steps { n: 8 }, guarded.clone()],
+        let c = Stop::Any {
+            any: vec![Stop::Steps { n: 8 }, guarded.clone()],
         };
         assert_eq!(
             c.to_string(),
-            "steps(8) or (min_steps(5) and plateau(reward, 1, 0.01))"
+            "steps(8) or min_steps(5) and plateau(1, 0.01)"
         );
         assert_eq!(
             first_stop(&c, flat()).unwrap().1,
-            "min_steps(5) and plateau(reward, 1, 0.01)"
+            "min_steps(5) and plateau(1, 0.01)"
         );
         let rising = (1..=20).map(|s| with(s, "reward", s as f64));
         assert_eq!(first_stop(&c, rising), Some((8, "steps(8)".into())));
-        assert_eq!(c.max_steps(), Some(8));
-        assert_eq!(guarded.max_steps(), None);
+        assert_eq!(c.step_bound(None, 1), Some(8));
         assert_eq!(
             stop_reason("perception", 143, "plateau(reward, 30, 0.005)"),
             "perception stopped at step 143: plateau(reward, 30, 0.005)"
@@ -475,8 +349,7 @@ mod tests {
 
     #[test]
     fn state_round_trips_and_resumed_evaluation_matches() {
-        let c = StopCond::Plateau {
-            metric: "reward".into(),
+        let c = Stop::Plateau {
             window: 3,
             delta: 0.01,
         };
@@ -504,18 +377,10 @@ mod tests {
         });
         assert_eq!(resumed, straight);
 
-        let spec = StopCond::Or {
-            any: vec![StopCond::Steps { n: 3 }, c],
+        let spec = Stop::Any {
+            any: vec![Stop::Steps { n: 3 }, c],
         };
-        let back: StopCond = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+        let back: Stop = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
         assert_eq!(back, spec);
-        assert!(StopCond::And { all: vec![] }.validate().is_err());
-        assert!(StopCond::Plateau {
-            metric: "r".into(),
-            window: 0,
-            delta: 0.1
-        }
-        .validate()
-        .is_err());
     }
 }

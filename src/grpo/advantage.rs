@@ -5,21 +5,8 @@
 //! (and learning rates tuned there) carry over. A group of one has no baseline; like verl we
 //! then take mean 0 and std 1.
 
-use serde::{Deserialize, Serialize};
-
 use super::GrpoError;
-
-/// How rewards become advantages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AdvantageMode {
-    /// (r − group mean) / (group std + eps): GRPO.
-    Group,
-    /// (r − group mean) / (batch std + eps): TRL's `scale_rewards="batch"`.
-    Batch,
-    /// r − group mean: Dr. GRPO (no std division).
-    None,
-}
+use crate::spec::AdvantageScaling;
 
 fn mean(xs: &[f32]) -> f64 {
     xs.iter().map(|&x| x as f64).sum::<f64>() / xs.len() as f64
@@ -50,7 +37,7 @@ pub fn group_is_informative(rewards: &[f32]) -> bool {
 pub fn advantages(
     rewards: &[f32],
     group_size: usize,
-    mode: AdvantageMode,
+    mode: AdvantageScaling,
     eps: f64,
 ) -> Result<Vec<f32>, GrpoError> {
     if group_size == 0 || !rewards.len().is_multiple_of(group_size) {
@@ -71,9 +58,9 @@ pub fn advantages(
             (mean(group), sample_std(group))
         };
         let denom = match mode {
-            AdvantageMode::Group => s + eps,
-            AdvantageMode::Batch => batch_std + eps,
-            AdvantageMode::None => 1.0,
+            AdvantageScaling::Group => s + eps,
+            AdvantageScaling::Batch => batch_std + eps,
+            AdvantageScaling::None => 1.0,
         };
         out.extend(group.iter().map(|&r| ((r as f64 - m) / denom) as f32));
     }
@@ -96,7 +83,7 @@ mod tests {
         // group [1,0,0,1]: mean 0.5, sample std sqrt(1/3) = 0.57735 → ±0.866025
         // group [1,1,1,0]: mean 0.75, sample std 0.5 → 0.5, 0.5, 0.5, -1.5
         let r = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0];
-        let a = advantages(&r, 4, AdvantageMode::Group, 0.0).unwrap();
+        let a = advantages(&r, 4, AdvantageScaling::Group, 0.0).unwrap();
         close(
             &a,
             &[
@@ -109,7 +96,7 @@ mod tests {
     fn batch_and_none() {
         // batch: mean 0.625, sample std over 8 = sqrt(1.875/7) = 0.517549
         let r = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0];
-        let a = advantages(&r, 4, AdvantageMode::Batch, 0.0).unwrap();
+        let a = advantages(&r, 4, AdvantageScaling::Batch, 0.0).unwrap();
         // 0.5/0.517549 = 0.966092, 0.25/0.517549 = 0.483046, 0.75/.. = 1.449138
         close(
             &a,
@@ -117,13 +104,13 @@ mod tests {
                 0.966092, -0.966092, -0.966092, 0.966092, 0.483046, 0.483046, 0.483046, -1.449138,
             ],
         );
-        let a = advantages(&r, 4, AdvantageMode::None, 1e-6).unwrap();
+        let a = advantages(&r, 4, AdvantageScaling::None, 1e-6).unwrap();
         close(&a, &[0.5, -0.5, -0.5, 0.5, 0.25, 0.25, 0.25, -0.75]);
     }
 
     #[test]
     fn equal_group_gives_zero_and_eps_guards_division() {
-        let a = advantages(&[0.3, 0.3, 0.3], 3, AdvantageMode::Group, 1e-6).unwrap();
+        let a = advantages(&[0.3, 0.3, 0.3], 3, AdvantageScaling::Group, 1e-6).unwrap();
         close(&a, &[0.0, 0.0, 0.0]);
         assert!(!group_is_informative(&[0.3, 0.3, 0.3]));
         assert!(group_is_informative(&[0.3, 0.3, 0.4]));
@@ -134,10 +121,10 @@ mod tests {
     fn singleton_group_and_errors() {
         // verl convention: mean 0, std 1 → advantage = reward
         close(
-            &advantages(&[0.7, 0.2], 1, AdvantageMode::Group, 0.0).unwrap(),
+            &advantages(&[0.7, 0.2], 1, AdvantageScaling::Group, 0.0).unwrap(),
             &[0.7, 0.2],
         );
-        assert!(advantages(&[1.0, 0.0, 1.0], 2, AdvantageMode::Group, 1e-6).is_err());
-        assert!(advantages(&[f32::NAN, 0.0], 2, AdvantageMode::Group, 1e-6).is_err());
+        assert!(advantages(&[1.0, 0.0, 1.0], 2, AdvantageScaling::Group, 1e-6).is_err());
+        assert!(advantages(&[f32::NAN, 0.0], 2, AdvantageScaling::Group, 1e-6).is_err());
     }
 }

@@ -8,28 +8,7 @@ use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use super::GrpoError;
-
-/// Estimator of KL(π_θ ‖ π_ref) per token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KlEstimator {
-    /// logp − ref.
-    K1,
-    /// exp(ref − logp) − (ref − logp) − 1 (verl's `low_var_kl`), clamped to [−10, 10].
-    K3,
-}
-
-/// How the per-token loss matrix becomes one number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LossAgg {
-    /// Sum over all masked tokens / number of masked tokens (DAPO; TRL/verl default).
-    TokenMean,
-    /// Mean over sequences of each sequence's token mean (original GRPO).
-    SeqMeanTokenMean,
-    /// Sum over all masked tokens / (batch × `norm_len`) (Dr. GRPO's constant normaliser).
-    SeqMeanTokenSumNorm,
-}
+use crate::spec::{GrpoSettings, KlEstimator, LossAgg};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LossConfig {
@@ -41,6 +20,19 @@ pub struct LossConfig {
     pub agg: LossAgg,
     /// The constant length of `seq-mean-token-sum-norm` (usually max new tokens).
     pub norm_len: usize,
+}
+
+impl From<&GrpoSettings> for LossConfig {
+    fn from(g: &GrpoSettings) -> Self {
+        LossConfig {
+            eps_low: g.eps_low,
+            eps_high: g.eps_high,
+            beta: g.beta,
+            kl: g.kl,
+            agg: g.loss_agg,
+            norm_len: g.max_new_tokens as usize,
+        }
+    }
 }
 
 impl Default for LossConfig {

@@ -9,11 +9,8 @@ mod loss;
 mod optim;
 mod step;
 
-pub use advantage::{advantages, group_is_informative, AdvantageMode};
+pub use advantage::{advantages, group_is_informative};
 pub use error::GrpoError;
-pub use loss::{
-    aggregate, kl_penalty, masked_mean, policy_loss, sft_loss, KlEstimator, LossAgg, LossConfig,
-    PgStats,
-};
+pub use loss::{aggregate, kl_penalty, masked_mean, policy_loss, sft_loss, LossConfig, PgStats};
 pub use optim::{AdamW, AdamWConfig, LrSchedule, OptimStats, ScheduleKind};
 pub use step::{grpo_step, sft_step, GrpoConfig, SftStats, StepMetrics, TermStats};

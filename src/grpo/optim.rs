@@ -162,9 +162,43 @@ impl AdamW {
     /// One AdamW update from `grads`. Every gradient is checked first; on NaN/inf nothing is
     /// updated and the step count does not advance.
     pub fn apply(&mut self, grads: &GradStore, step: u64) -> Result<OptimStats, GrpoError> {
+        let grads = self.grads_of(grads);
+        self.apply_grads(&grads, step)
+    }
+
+    /// The gradients of the optimised variables only (one per variable, in order), so that a
+    /// backward pass's activation gradients can be dropped before the next micro-batch.
+    pub fn grads_of(&self, grads: &GradStore) -> Vec<Option<Tensor>> {
+        self.vars
+            .iter()
+            .map(|v| grads.get(v.as_tensor()).cloned())
+            .collect()
+    }
+
+    /// Adds `more` into `sum` (both from [`AdamW::grads_of`]): gradient accumulation.
+    pub fn accumulate(
+        sum: &mut [Option<Tensor>],
+        more: Vec<Option<Tensor>>,
+    ) -> Result<(), GrpoError> {
+        for (s, m) in sum.iter_mut().zip(more) {
+            *s = match (s.take(), m) {
+                (Some(a), Some(b)) => Some((a + b)?),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(())
+    }
+
+    /// One AdamW update from per-variable gradients ([`AdamW::grads_of`]); as
+    /// [`AdamW::apply`].
+    pub fn apply_grads(
+        &mut self,
+        grads: &[Option<Tensor>],
+        step: u64,
+    ) -> Result<OptimStats, GrpoError> {
         let mut sq = 0f64;
         for (i, var) in self.vars.iter().enumerate() {
-            if let Some(g) = grads.get(var.as_tensor()) {
+            if let Some(g) = grads.get(i).and_then(Option::as_ref) {
                 let s = g
                     .to_dtype(DType::F64)?
                     .sqr()?
@@ -191,8 +225,8 @@ impl AdamW {
         let scale_m = 1f64 / (1f64 - b1.powi(self.t as i32));
         let scale_v = 1f64 / (1f64 - b2.powi(self.t as i32));
         let lr_lambda = lr * self.cfg.weight_decay;
-        for ((theta, m), v) in self.vars.iter().zip(&self.m).zip(&self.v) {
-            let Some(g) = grads.get(theta.as_tensor()) else {
+        for (((theta, m), v), g) in self.vars.iter().zip(&self.m).zip(&self.v).zip(grads) {
+            let Some(g) = g else {
                 continue;
             };
             let g = match coef {

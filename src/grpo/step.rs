@@ -1,5 +1,16 @@
-//! One GRPO step (rollout → rewards → advantages → μ clipped-surrogate updates) and one SFT
-//! step, with the metrics a trainer logs.
+//! One GRPO step and one SFT step, with the metrics a trainer logs.
+//!
+//! A GRPO step reads top to bottom: draw prompts → roll out G completions each → score them
+//! → (dynamic sampling: drop zero-std groups, draw again) → group advantages → μ passes of
+//! the clipped surrogate, each pass one optimiser update accumulated over micro-batches.
+//!
+//! What is on when a `.curr` file says nothing (the key table's defaults, `spec::keys`):
+//! β = 0.01 with the k3 estimator against the stage's start weights, symmetric clipping
+//! ε = 0.2, token-mean aggregation (DAPO, TRL's and verl's default), std-scaled group
+//! advantages, μ = 1 (exactly on-policy, so no old-policy forward), one micro-batch, no
+//! dynamic sampling and no truncation mask. Off unless asked: clip-higher (`eps_high`),
+//! dynamic sampling, `mask_truncated`, Dr. GRPO's `advantage = none` with
+//! `loss_agg = seq_mean_token_sum_norm`.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -8,63 +19,36 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    advantages, masked_mean, policy_loss, sft_loss, AdamW, AdvantageMode, GrpoError, LossConfig,
+    advantages, masked_mean, policy_loss, sft_loss, AdamW, GrpoError, LossConfig, PgStats,
 };
 use crate::data::Sample;
 use crate::model::{PolicyInput, PolicyModel, SamplingParams};
 use crate::reward::RewardSet;
 use crate::rollout::{policy_input, rollout, Group, SeedCtx};
+use crate::spec::{GrpoSettings, LossAgg};
 
-/// Settings of a GRPO phase.
-#[derive(Debug, Clone, PartialEq)]
+/// A GRPO phase as the step needs it: the settings the checker wrote, unchanged, and where
+/// its random draws come from.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct GrpoConfig {
-    /// G: completions per prompt.
-    pub group_size: usize,
-    /// Groups per update batch (after dynamic sampling).
-    pub prompts_per_step: usize,
-    pub sampling: SamplingParams,
-    pub advantage: AdvantageMode,
-    /// Added to the std in the advantage denominator.
-    pub adv_eps: f64,
-    pub loss: LossConfig,
-    /// μ: passes over each rollout batch.
-    pub ppo_epochs: usize,
-    /// Optimiser steps per pass: the batch is split into this many mini-batches of rows.
-    pub mini_batches: usize,
-    /// Give truncated completions (no EOS within max_new_tokens) no loss at all.
-    pub mask_truncated: bool,
-    /// Drop zero-std groups and draw more prompts until the batch is full.
-    pub dynamic_sampling: bool,
-    /// How many extra draws dynamic sampling may make per step.
-    pub max_retries: usize,
+    pub settings: GrpoSettings,
     /// Curriculum seed and phase key (see `rollout::mix_seed`).
     pub seed: u64,
     pub phase: u64,
 }
 
-impl Default for GrpoConfig {
-    fn default() -> Self {
-        GrpoConfig {
-            group_size: 8,
-            prompts_per_step: 16,
-            sampling: SamplingParams {
-                temperature: 1.0,
-                top_p: 1.0,
-                max_new_tokens: 64,
-            },
-            advantage: AdvantageMode::Group,
-            adv_eps: 1e-6,
-            loss: LossConfig::default(),
-            ppo_epochs: 1,
-            mini_batches: 1,
-            mask_truncated: false,
-            dynamic_sampling: false,
-            max_retries: 4,
-            seed: 0,
-            phase: 0,
+impl GrpoConfig {
+    pub fn sampling(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: self.settings.temperature,
+            top_p: self.settings.top_p,
+            max_new_tokens: self.settings.max_new_tokens as usize,
         }
     }
 }
+
+/// Added to the std in the advantage denominator (as TRL's and verl's 1e-6 / 1e-4 guard).
+const ADV_EPS: f64 = 1e-6;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct TermStats {
@@ -133,27 +117,25 @@ fn mean_std(xs: &[f64]) -> TermStats {
     }
 }
 
-fn validate(cfg: &GrpoConfig, has_ref: bool) -> Result<(), GrpoError> {
+fn validate(s: &GrpoSettings, has_ref: bool) -> Result<(), GrpoError> {
     let bad = |m: &str| Err(GrpoError::Config(m.into()));
-    if cfg.group_size == 0 {
+    if s.group_size == 0 {
         return bad("group_size must be at least 1");
     }
-    if cfg.prompts_per_step == 0 {
+    if s.prompts_per_step == 0 {
         return bad("prompts_per_step must be at least 1");
     }
-    if cfg.ppo_epochs == 0 {
-        return bad("ppo_epochs (μ) must be at least 1");
+    if s.mu == 0 {
+        return bad("mu must be at least 1");
     }
-    if cfg.mini_batches == 0 {
-        return bad("mini_batches must be at least 1");
+    if s.micro_batch == 0 {
+        return bad("micro_batch must be at least 1");
     }
-    if cfg.loss.beta < 0.0 || !cfg.loss.beta.is_finite() {
+    if s.beta < 0.0 || !s.beta.is_finite() {
         return bad("beta must be a finite number >= 0");
     }
-    if cfg.loss.beta > 0.0 && !has_ref {
-        return Err(GrpoError::MissingReference {
-            beta: cfg.loss.beta,
-        });
+    if s.beta > 0.0 && !has_ref {
+        return Err(GrpoError::MissingReference { beta: s.beta });
     }
     Ok(())
 }
@@ -172,13 +154,17 @@ pub fn grpo_step<P: PolicyModel + ?Sized>(
     step: u64,
     mut draw: impl FnMut(usize) -> Vec<Sample>,
 ) -> Result<StepMetrics, GrpoError> {
-    validate(cfg, reference.is_some())?;
+    let s = &cfg.settings;
+    validate(s, reference.is_some())?;
     let ctx = SeedCtx {
         seed: cfg.seed,
         phase: cfg.phase,
         step,
     };
-    let g = cfg.group_size;
+    let sampling = cfg.sampling();
+    let loss_cfg = LossConfig::from(s);
+    let g = s.group_size as usize;
+    let prompts = s.prompts_per_step as usize;
     let mut m = StepMetrics {
         step,
         lr: opt.current_lr(),
@@ -192,14 +178,14 @@ pub fn grpo_step<P: PolicyModel + ?Sized>(
     let (mut lens, mut truncated, mut zero_std, mut drawn, mut tokens) =
         (0usize, 0usize, 0usize, 0usize, 0usize);
     loop {
-        let need = cfg.prompts_per_step - kept.len();
+        let need = prompts - kept.len();
         let mut samples = draw(need);
         samples.truncate(need);
         if samples.is_empty() {
             m.data_exhausted = true;
             break;
         }
-        let (groups, t) = rollout(policy, &samples, g, &cfg.sampling, rewards, ctx, drawn)?;
+        let (groups, t) = rollout(policy, &samples, g, &sampling, rewards, ctx, drawn)?;
         drawn += samples.len();
         m.rollout_s += t.generate_s;
         m.reward_s += t.reward_s;
@@ -218,24 +204,24 @@ pub fn grpo_step<P: PolicyModel + ?Sized>(
             }
             if !grp.is_informative() {
                 zero_std += 1;
-                if cfg.dynamic_sampling {
+                if s.dynamic_sampling {
                     m.dropped_groups += 1;
                     continue;
                 }
             }
             kept.push(grp);
         }
-        if !cfg.dynamic_sampling || kept.len() >= cfg.prompts_per_step {
+        if !s.dynamic_sampling || kept.len() >= prompts {
             break;
         }
-        if m.retries >= cfg.max_retries {
+        if m.retries >= s.max_retries as usize {
             m.retry_cap_hit = true;
             // A metric, not a warning per step: the trainer warns once per phase.
             tracing::debug!(
                 "step {step}: dynamic sampling hit its retry cap ({}); training on {} of {} groups",
-                cfg.max_retries,
+                s.max_retries,
                 kept.len(),
-                cfg.prompts_per_step
+                prompts
             );
             break;
         }
@@ -264,7 +250,7 @@ pub fn grpo_step<P: PolicyModel + ?Sized>(
         .iter()
         .flat_map(|k| k.rewards.iter().copied())
         .collect();
-    let adv = advantages(&flat, g, cfg.advantage, cfg.adv_eps)?;
+    let adv = advantages(&flat, g, s.advantage, ADV_EPS)?;
     let mut inputs: Vec<PolicyInput> = Vec::with_capacity(flat.len());
     let mut comps: Vec<Vec<u32>> = Vec::with_capacity(flat.len());
     let mut keep_row: Vec<f32> = Vec::with_capacity(flat.len());
@@ -273,7 +259,7 @@ pub fn grpo_step<P: PolicyModel + ?Sized>(
         for c in &grp.completions {
             inputs.push(input.clone());
             comps.push(c.tokens.clone());
-            keep_row.push(if cfg.mask_truncated && c.truncated {
+            keep_row.push(if s.mask_truncated && c.truncated {
                 0.0
             } else {
                 1.0
@@ -285,24 +271,43 @@ pub fn grpo_step<P: PolicyModel + ?Sized>(
         m.update_s = t_up.elapsed().as_secs_f64();
         return Ok(m);
     }
-    // With one pass and one mini-batch the rollout policy is the current policy: the ratio is
-    // exactly 1, so the old log-probs are the detached current ones and need no extra forward.
-    let on_policy = cfg.ppo_epochs == 1 && cfg.mini_batches == 1;
-    let old_all = if on_policy {
+    // With one pass the rollout policy is the current policy: the ratio is exactly 1, so the
+    // old log-probs are the detached current ones and need no extra forward.
+    let mu = s.mu as usize;
+    let micro = (s.micro_batch as usize).clamp(1, rows);
+    let old_all = if mu == 1 {
         None
     } else {
-        Some(policy.logprobs(&inputs, &comps)?.logp.detach())
+        Some(logprobs_in_chunks(policy, &inputs, &comps, micro)?)
     };
-    let ref_all = match (cfg.loss.beta > 0.0, reference) {
-        (true, Some(r)) => Some(r.logprobs(&inputs, &comps)?.logp.detach()),
+    let ref_all = match (s.beta > 0.0, reference) {
+        (true, Some(r)) => Some(logprobs_in_chunks(r, &inputs, &comps, micro)?),
         _ => None,
     };
-    let chunk = rows.div_ceil(cfg.mini_batches);
+    // Every micro-batch's loss is scaled by its share of the batch's normaliser, so the
+    // accumulated gradient is the whole batch's: micro_batch trades memory for nothing else.
+    let denoms: Vec<f64> = (0..rows)
+        .map(|i| {
+            let tokens = comps[i].len() as f64 * keep_row[i] as f64;
+            match s.loss_agg {
+                LossAgg::TokenMean => tokens,
+                LossAgg::SeqMeanTokenMean => (tokens > 0.0) as u8 as f64,
+                LossAgg::SeqMeanTokenSumNorm => 1.0,
+            }
+        })
+        .collect();
+    let total: f64 = denoms.iter().sum();
     let (mut ent_sum, mut ent_tok) = (0.0, 0.0);
     let mut n_upd = 0usize;
-    for epoch in 0..cfg.ppo_epochs {
-        for a in (0..rows).step_by(chunk) {
-            let len = chunk.min(rows - a);
+    for epoch in 0..mu {
+        let mut acc: Option<Vec<Option<Tensor>>> = None;
+        let mut st_sum = PgStats::default();
+        for a in (0..rows).step_by(micro) {
+            let len = micro.min(rows - a);
+            let share: f64 = denoms[a..a + len].iter().sum::<f64>() / total.max(1e-12);
+            if share == 0.0 {
+                continue;
+            }
             let lp = policy.logprobs(&inputs[a..a + len], &comps[a..a + len])?;
             let dev = lp.logp.device().clone();
             let t = lp.logp.dim(1)?;
@@ -317,7 +322,7 @@ pub fn grpo_step<P: PolicyModel + ?Sized>(
                 None => None,
             };
             let adv_t = Tensor::from_slice(&adv[a..a + len], len, &dev)?;
-            let (loss, st) = policy_loss(&lp.logp, &old, rf.as_ref(), &adv_t, &mask, &cfg.loss)?;
+            let (loss, st) = policy_loss(&lp.logp, &old, rf.as_ref(), &adv_t, &mask, &loss_cfg)?;
             if epoch == 0 {
                 let tok = lp
                     .mask
@@ -327,16 +332,35 @@ pub fn grpo_step<P: PolicyModel + ?Sized>(
                 ent_sum += masked_mean(&lp.entropy, &lp.mask.to_dtype(DType::F32)?)? * tok;
                 ent_tok += tok;
             }
-            let os = opt.backward_step(&loss, step)?;
-            n_upd += 1;
-            m.loss += st.loss;
-            m.clip_frac_low += st.clip_frac_low;
-            m.clip_frac_high += st.clip_frac_high;
-            m.approx_kl += st.approx_kl;
-            m.ref_kl += st.ref_kl;
-            m.ratio_mean += st.ratio_mean;
-            m.grad_norm += os.grad_norm;
+            let l = st.loss;
+            if !l.is_finite() {
+                return Err(GrpoError::NonFinite {
+                    step,
+                    what: format!("loss ({l})"),
+                });
+            }
+            let grads = opt.grads_of(&(loss * share)?.backward()?);
+            match acc.as_mut() {
+                None => acc = Some(grads),
+                Some(sum) => AdamW::accumulate(sum, grads)?,
+            }
+            st_sum.loss += st.loss * share;
+            st_sum.clip_frac_low += st.clip_frac_low * share;
+            st_sum.clip_frac_high += st.clip_frac_high * share;
+            st_sum.approx_kl += st.approx_kl * share;
+            st_sum.ref_kl += st.ref_kl * share;
+            st_sum.ratio_mean += st.ratio_mean * share;
         }
+        let Some(grads) = acc else { continue };
+        let os = opt.apply_grads(&grads, step)?;
+        n_upd += 1;
+        m.loss += st_sum.loss;
+        m.clip_frac_low += st_sum.clip_frac_low;
+        m.clip_frac_high += st_sum.clip_frac_high;
+        m.approx_kl += st_sum.approx_kl;
+        m.ref_kl += st_sum.ref_kl;
+        m.ratio_mean += st_sum.ratio_mean;
+        m.grad_norm += os.grad_norm;
     }
     let k = n_upd.max(1) as f64;
     for x in [
@@ -360,6 +384,31 @@ pub fn grpo_step<P: PolicyModel + ?Sized>(
     m.updated = n_upd > 0;
     m.update_s = t_up.elapsed().as_secs_f64();
     Ok(m)
+}
+
+/// Detached log-probs of every row, computed `micro` rows at a time and padded to one width.
+fn logprobs_in_chunks<P: PolicyModel + ?Sized>(
+    policy: &P,
+    inputs: &[PolicyInput],
+    comps: &[Vec<u32>],
+    micro: usize,
+) -> Result<Tensor, GrpoError> {
+    let width = comps.iter().map(Vec::len).max().unwrap_or(0);
+    let mut parts = Vec::new();
+    for a in (0..comps.len()).step_by(micro.max(1)) {
+        let len = micro.min(comps.len() - a);
+        let lp = policy
+            .logprobs(&inputs[a..a + len], &comps[a..a + len])?
+            .logp
+            .detach();
+        let t = lp.dim(1)?;
+        parts.push(if t < width {
+            lp.pad_with_zeros(1, 0, width - t)?
+        } else {
+            lp
+        });
+    }
+    Ok(Tensor::cat(&parts, 0)?)
 }
 
 /// What one SFT step did.

@@ -19,11 +19,11 @@
 //! Weights always cross an edge. A phase with several parents starts from the weights of
 //! its first listed parent; the other parents only order it.
 //!
-//! # JSON (version 1)
+//! # JSON (version 2)
 //! ```text
-//! { "version": 1, "name", "seed", "model": {"kind": "tiny_vlm", "preset"} | {"kind": "local", "path"}
+//! { "version": 2, "name", "seed", "model": {"kind": "tiny_vlm", "preset"} | {"kind": "local", "path"}
 //!   | {"kind": "hub", "repo"}, "device": "cpu" | "cuda:N",
-//!   "phases": [ { "id", "index", "kind": "sft|probe|grpo|eval", "stage", "capability",
+//!   "phases": [ { "id", "index", "stage", "capability",
 //!       "model", "device", "seed", "parents": [id],
 //!       "sources": [ { "name", "kind": "suite", "capability", "levels", "n", "seed"
 //!                    | "kind": "jsonl", "path", "resolved", "filters": {…} } ],
@@ -32,7 +32,7 @@
 //!       "mix": { "from": [{source, weight}], "to": [...] | null, "schedule" } | null,
 //!       "order": { "policy": "shuffled" | "easy_to_hard" | "hard_to_easy" | "adarft" | "speed", params… },
 //!       "reward": { "name", "terms": [ { "term", "weight", "args": {every param} } ] } | null,
-//!       "grpo" | "sft" | "probe" | "eval": settings (the one matching kind, others null),
+//!       "settings": { "kind": "sft|probe|grpo|eval", the kind's settings… },
 //!       "stop": { "kind": "steps", "n" } | { "kind": "all", "all": [...] } | … | null,
 //!       "freeze": [prefix], "estimate": { "samples", "samples_exact", "steps", "rollouts", "tokens" } } ],
 //!   "edges": [ { "from", "to", "condition", "handoff": { "optimizer", "lr_schedule",
@@ -41,21 +41,21 @@
 
 mod render;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 
-use crate::check::{
-    Curriculum, EvalSettings, Filters, GrpoSettings, Handoff, Levels, Mix, ModelSpec, Order,
-    PhaseKind, ProbeSettings, RewardTerm, SftSettings, Source, SourceKind, Stop,
-};
 use crate::data::Level;
+use crate::spec::{
+    stage_graph, stage_order, Curriculum, Filters, Handoff, Levels, Mix, ModelSpec, Order,
+    PhaseKind, RewardTerm, Settings, Source, SourceKind, Stop,
+};
 
 pub use render::{render_dot, render_table, summary};
 
 /// Bumped whenever the JSON shape changes incompatibly.
-pub const PLAN_VERSION: u32 = 1;
+pub const PLAN_VERSION: u32 = 2;
 
 pub type PhaseId = String;
 
@@ -106,7 +106,6 @@ pub struct Estimate {
 pub struct Phase {
     pub id: PhaseId,
     pub index: usize,
-    pub kind: PhaseKind,
     pub stage: String,
     pub capability: String,
     pub model: ModelSpec,
@@ -119,13 +118,17 @@ pub struct Phase {
     pub mix: Option<Mix>,
     pub order: Order,
     pub reward: Option<PhaseReward>,
-    pub grpo: Option<GrpoSettings>,
-    pub sft: Option<SftSettings>,
-    pub probe: Option<ProbeSettings>,
-    pub eval: Option<EvalSettings>,
+    /// What the phase does, with its settings: `{"kind": "grpo", "group_size": 8, …}`.
+    pub settings: Settings,
     pub stop: Option<Stop>,
     pub freeze: Vec<String>,
     pub estimate: Estimate,
+}
+
+impl Phase {
+    pub fn kind(&self) -> PhaseKind {
+        self.settings.kind()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,49 +203,16 @@ fn probe_default_reward() -> PhaseReward {
 /// Compiles a checked curriculum. Fails only on inputs the checker rejects (a cycle or a
 /// dangling `after`), so a plan from a clean check always succeeds.
 pub fn plan(c: &Curriculum) -> Result<Plan, PlanError> {
-    let index: HashMap<&str, usize> = c
-        .stages
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), i))
-        .collect();
-    let mut g: DiGraph<usize, usize> = DiGraph::new();
-    let nodes: Vec<NodeIndex> = (0..c.stages.len()).map(|i| g.add_node(i)).collect();
-    for (i, s) in c.stages.iter().enumerate() {
-        for (k, d) in s.after.iter().enumerate() {
-            let j = *index
-                .get(d.stage.as_str())
-                .ok_or_else(|| PlanError::UnknownStage(s.name.clone(), d.stage.clone()))?;
-            g.add_edge(nodes[j], nodes[i], k);
-        }
-    }
-    // Kahn's algorithm, always taking the earliest-declared ready stage.
-    let mut indeg: Vec<usize> = nodes
-        .iter()
-        .map(|&n| {
-            g.neighbors_directed(n, petgraph::Direction::Incoming)
-                .count()
-        })
-        .collect();
-    let mut ready: BTreeSet<usize> = (0..c.stages.len()).filter(|&i| indeg[i] == 0).collect();
-    let mut order = Vec::new();
-    while let Some(i) = ready.pop_first() {
-        order.push(i);
-        for n in g.neighbors_directed(nodes[i], petgraph::Direction::Outgoing) {
-            let j = g[n];
-            indeg[j] -= 1;
-            if indeg[j] == 0 {
-                ready.insert(j);
+    // Dangling `after`s are the checker's to report; a plan from unchecked input refuses them.
+    for s in &c.stages {
+        for d in &s.after {
+            if !c.stages.iter().any(|x| x.name == d.stage) {
+                return Err(PlanError::UnknownStage(s.name.clone(), d.stage.clone()));
             }
         }
     }
-    if order.len() < c.stages.len() {
-        let stuck = (0..c.stages.len())
-            .find(|i| !order.contains(i))
-            .map(|i| c.stages[i].name.clone())
-            .unwrap_or_default();
-        return Err(PlanError::Cycle(stuck));
-    }
+    let order = stage_order(&stage_graph(&c.stages))
+        .map_err(|i| PlanError::Cycle(c.stages[i].name.clone()))?;
 
     let sources: HashMap<&str, &Source> = c.sources.iter().map(|s| (s.name.as_str(), s)).collect();
     let mut position: HashMap<&str, usize> = HashMap::new();
@@ -281,7 +251,7 @@ pub fn plan(c: &Curriculum) -> Result<Plan, PlanError> {
             .collect();
 
         // Samples per epoch: known for suites; exact when levels are the suite's own.
-        let from_suite = matches!(c.levels.source, crate::check::LevelSource::Suite);
+        let from_suite = matches!(c.levels.source, crate::spec::LevelSource::Suite);
         let count_levels: Vec<Level> = if from_suite {
             s.levels.clone()
         } else {
@@ -299,7 +269,7 @@ pub fn plan(c: &Curriculum) -> Result<Plan, PlanError> {
         });
         let samples_exact = samples.is_some() && (from_suite || all_levels) && !has_filters;
 
-        let reward = match (&s.reward, s.kind) {
+        let reward = match (&s.reward, s.kind()) {
             (Some(r), _) => c
                 .rewards
                 .iter()
@@ -312,39 +282,36 @@ pub fn plan(c: &Curriculum) -> Result<Plan, PlanError> {
             _ => None,
         };
 
-        let (steps, rollouts, tokens) = match s.kind {
-            PhaseKind::Grpo => {
-                let gs = s.grpo.as_ref();
-                let per = gs.map(|g| g.prompts_per_step).unwrap_or(1);
-                let steps = s.stop.as_ref().and_then(|st| st.step_bound(samples, per));
-                let r = steps.and_then(|st| gs.map(|g| st * g.prompts_per_step * g.group_size));
-                let t = r.and_then(|r| gs.map(|g| r * g.max_new_tokens));
-                (steps, r, t)
+        let (steps, rollouts, tokens) = match &s.settings {
+            Settings::Grpo(g) => {
+                let steps = s
+                    .stop
+                    .as_ref()
+                    .and_then(|st| st.step_bound(samples, g.prompts_per_step));
+                let r = steps.map(|st| st * g.prompts_per_step * g.group_size);
+                (steps, r, r.map(|r| r * g.max_new_tokens))
             }
-            PhaseKind::Sft => {
-                let per = s.sft.as_ref().map(|x| x.batch_size).unwrap_or(1);
-                (
-                    s.stop.as_ref().and_then(|st| st.step_bound(samples, per)),
-                    Some(0),
-                    Some(0),
-                )
+            Settings::Sft(x) => (
+                s.stop
+                    .as_ref()
+                    .and_then(|st| st.step_bound(samples, x.batch_size)),
+                Some(0),
+                Some(0),
+            ),
+            Settings::Probe(p) => {
+                let r = samples.map(|n| n * p.rollouts);
+                (None, r, r.map(|r| r * p.max_new_tokens))
             }
-            PhaseKind::Probe => {
-                let p = s.probe.as_ref();
-                let r = samples.and_then(|n| p.map(|p| n * p.rollouts));
-                (None, r, r.and_then(|r| p.map(|p| r * p.max_new_tokens)))
-            }
-            PhaseKind::Eval => {
-                let e = s.eval.as_ref();
-                let r = e.map(|e| e.n * (e.capabilities.len() * e.levels.len()) as u64);
-                (None, r, r.and_then(|r| e.map(|e| r * e.max_new_tokens)))
+            Settings::Eval(e) => {
+                let r = e.n * (e.capabilities.len() * e.levels.len()) as u64;
+                (None, Some(r), Some(r * e.max_new_tokens))
             }
         };
+        let is_eval = s.kind() == PhaseKind::Eval;
 
         phases.push(Phase {
             id: s.name.clone(),
             index: pos,
-            kind: s.kind,
             stage: s.name.clone(),
             capability: s.capability.clone(),
             model: c.model.clone(),
@@ -357,19 +324,12 @@ pub fn plan(c: &Curriculum) -> Result<Plan, PlanError> {
             mix: s.mix.clone(),
             order: s.order.clone(),
             reward,
-            grpo: s.grpo.clone(),
-            sft: s.sft.clone(),
-            probe: s.probe.clone(),
-            eval: s.eval.clone(),
+            settings: s.settings.clone(),
             stop: s.stop.clone(),
             freeze: s.freeze.clone(),
             estimate: Estimate {
-                samples: if s.kind == PhaseKind::Eval {
-                    None
-                } else {
-                    samples
-                },
-                samples_exact: samples_exact || s.kind == PhaseKind::Eval,
+                samples: if is_eval { None } else { samples },
+                samples_exact: samples_exact || is_eval,
                 steps,
                 rollouts,
                 tokens,
@@ -383,7 +343,7 @@ pub fn plan(c: &Curriculum) -> Result<Plan, PlanError> {
             c.stages
                 .iter()
                 .find(|x| x.name == p)
-                .map(|x| match (&x.stop, x.kind) {
+                .map(|x| match (&x.stop, x.kind()) {
                     (Some(st), _) => st.to_string(),
                     (None, PhaseKind::Probe) => "probe done".into(),
                     (None, PhaseKind::Eval) => "eval done".into(),

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::{Phase, PhaseId, Plan};
-use crate::check::{serde_plain, PhaseKind};
+use crate::spec::{serde_plain, PhaseKind, Settings};
 
 fn opt(n: Option<u64>, exact: bool) -> String {
     match n {
@@ -40,11 +40,11 @@ fn mix(p: &Phase) -> String {
 }
 
 fn g_times_p(p: &Phase) -> String {
-    match (&p.grpo, &p.sft, &p.probe) {
-        (Some(g), _, _) => format!("{}×{}", g.group_size, g.prompts_per_step),
-        (_, Some(s), _) => format!("bs {}", s.batch_size),
-        (_, _, Some(pr)) => format!("K {}", pr.rollouts),
-        _ => "-".into(),
+    match &p.settings {
+        Settings::Grpo(g) => format!("{}×{}", g.group_size, g.prompts_per_step),
+        Settings::Sft(s) => format!("bs {}", s.batch_size),
+        Settings::Probe(pr) => format!("K {}", pr.rollouts),
+        Settings::Eval(_) => "-".into(),
     }
 }
 
@@ -75,23 +75,23 @@ pub fn render_table(plan: &Plan, status: Option<&BTreeMap<PhaseId, String>>) -> 
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for p in &plan.phases {
         let e = &p.estimate;
-        let (lr, beta, eps) = match (&p.grpo, &p.sft) {
-            (Some(g), _) => (
+        let (lr, beta, eps) = match &p.settings {
+            Settings::Grpo(g) => (
                 format!("{:e}", g.optim.lr),
                 g.beta.to_string(),
                 format!("{}/{}", g.eps_low, g.eps_high),
             ),
-            (_, Some(s)) => (format!("{:e}", s.optim.lr), "-".into(), "-".into()),
+            Settings::Sft(s) => (format!("{:e}", s.optim.lr), "-".into(), "-".into()),
             _ => ("-".into(), "-".into(), "-".into()),
         };
-        let order = match p.kind {
+        let order = match p.kind() {
             PhaseKind::Grpo | PhaseKind::Sft => p.order.to_string(),
             _ => "-".into(),
         };
         let mut row = vec![
             p.index.to_string(),
             p.id.clone(),
-            serde_plain(&p.kind),
+            serde_plain(&p.kind()),
             p.capability.clone(),
             levels(p),
             order,
@@ -108,15 +108,15 @@ pub fn render_table(plan: &Plan, status: Option<&BTreeMap<PhaseId, String>>) -> 
                 .as_ref()
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "-".into()),
-            match p.kind {
+            match p.kind() {
                 PhaseKind::Grpo | PhaseKind::Sft => opt(e.steps, e.samples_exact),
                 _ => "-".into(),
             },
-            match p.kind {
+            match p.kind() {
                 PhaseKind::Sft => "-".into(),
                 _ => opt(e.rollouts, e.samples_exact),
             },
-            match p.kind {
+            match p.kind() {
                 PhaseKind::Sft => "-".into(),
                 _ => opt(e.tokens, false),
             },
@@ -150,7 +150,7 @@ pub fn render_table(plan: &Plan, status: Option<&BTreeMap<PhaseId, String>>) -> 
 pub fn summary(plan: &Plan) -> String {
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     for p in &plan.phases {
-        *kinds.entry(serde_plain(&p.kind)).or_default() += 1;
+        *kinds.entry(serde_plain(&p.kind())).or_default() += 1;
     }
     let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
     let total = |f: fn(&Phase) -> Option<u64>| {
@@ -158,7 +158,7 @@ pub fn summary(plan: &Plan) -> String {
             .iter()
             .try_fold(0u64, |acc, p| f(p).map(|x| acc + x))
     };
-    let steps = total(|p| match p.kind {
+    let steps = total(|p| match p.kind() {
         PhaseKind::Grpo | PhaseKind::Sft => p.estimate.steps,
         _ => Some(0),
     });
@@ -216,8 +216,8 @@ pub fn render_dot(plan: &Plan) -> String {
         let _ = writeln!(out, "    label=\"{}\";", esc(cap));
         for p in plan.phases.iter().filter(|p| p.capability == cap) {
             let mut lines = vec![
-                format!("{} ({})", p.id, serde_plain(&p.kind)),
-                match p.kind {
+                format!("{} ({})", p.id, serde_plain(&p.kind())),
+                match p.kind() {
                     PhaseKind::Grpo | PhaseKind::Sft => {
                         format!("levels {} · {}", levels(p), p.order)
                     }
@@ -235,16 +235,16 @@ pub fn render_dot(plan: &Plan) -> String {
                     .collect();
                 lines.push(format!("reward {}", terms.join(" + ")));
             }
-            if let Some(g) = &p.grpo {
+            if let Some(g) = p.settings.grpo() {
                 lines.push(format!(
                     "G={} × {} prompts, lr {:e}, β {}",
                     g.group_size, g.prompts_per_step, g.optim.lr, g.beta
                 ));
             }
-            if let Some(pr) = &p.probe {
+            if let Some(pr) = p.settings.probe() {
                 lines.push(format!("K={} rollouts, T={}", pr.rollouts, pr.temperature));
             }
-            if let Some(e) = &p.eval {
+            if let Some(e) = p.settings.eval() {
                 lines.push(format!("n={} per capability × level", e.n));
             }
             if !p.freeze.is_empty() {

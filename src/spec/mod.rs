@@ -1,6 +1,14 @@
-//! The checked curriculum: every name resolved, every number in range, every default filled.
-//! These types are pure data (serde) and reappear unchanged inside the plan's phases, so the
-//! executor reads the same shapes the checker validated.
+//! curric's vocabulary: the checked curriculum, every name resolved, every number in range,
+//! every default filled. The checker produces these types, the plan carries them inside its
+//! phases and the executor, the sampler and the GRPO step read them as they are: there is
+//! one `Order`, one `Stop`, one `KlEstimator`, and a phase's settings are one [`Settings`]
+//! variant per kind, so a grpo phase without grpo settings cannot be written down.
+//!
+//! Every key a `.curr` file can set (its kinds, default, range and help) is in one table,
+//! [`keys::KEYS`], which drives the checker and from which the key tables of
+//! `grammar/README.md` are generated.
+
+pub mod keys;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -224,6 +232,12 @@ impl fmt::Display for Mix {
     }
 }
 
+/// A word of the language as the vocabulary's enum (`"k3"` → `KlEstimator::K3`): the enums'
+/// serde names are the language's words.
+pub fn from_word<T: serde::de::DeserializeOwned>(w: &str) -> Option<T> {
+    serde_json::from_value(serde_json::Value::String(w.to_string())).ok()
+}
+
 /// The snake_case name serde gives a unit enum variant.
 pub fn serde_plain<T: Serialize>(v: &T) -> String {
     match serde_json::to_value(v) {
@@ -429,26 +443,38 @@ pub enum LrSchedule {
     Cosine,
 }
 
+/// Estimator of KL(π_θ ‖ π_ref) per token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KlEstimator {
+    /// logp − ref.
     K1,
+    /// exp(ref − logp) − (ref − logp) − 1 (verl's `low_var_kl`), clamped to [−10, 10].
     K3,
 }
 
+/// How the per-token loss matrix becomes one number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub enum LossAgg {
+    /// Sum over all masked tokens / number of masked tokens (DAPO; TRL/verl default).
     TokenMean,
+    /// Mean over sequences of each sequence's token mean (original GRPO).
     SeqMeanTokenMean,
+    /// Sum over all masked tokens / (batch × `max_new_tokens`) (Dr. GRPO's constant
+    /// normaliser).
     SeqMeanTokenSumNorm,
 }
 
+/// How rewards become advantages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AdvantageScaling {
+    /// (r − group mean) / (group std + eps): GRPO.
     Group,
+    /// (r − group mean) / (batch std + eps): TRL's `scale_rewards="batch"`.
     Batch,
+    /// r − group mean: Dr. GRPO (no std division).
     None,
 }
 
@@ -466,7 +492,8 @@ pub struct Optim {
 pub struct GrpoSettings {
     pub group_size: u64,
     pub prompts_per_step: u64,
-    /// Completions per forward/backward pass; divides group_size × prompts_per_step.
+    /// Completions per forward/backward pass; divides group_size × prompts_per_step. The
+    /// micro-batches' gradients accumulate into one optimiser step.
     pub micro_batch: u64,
     pub optim: Optim,
     pub beta: f64,
@@ -482,6 +509,51 @@ pub struct GrpoSettings {
     pub dynamic_sampling: bool,
     pub max_retries: u64,
     pub mask_truncated: bool,
+    /// A rollout counts as passed in the pass-rate table when its reward is ≥ this.
+    pub pass_threshold: f64,
+}
+
+/// The key table's defaults, for callers that build settings without a `.curr` file (tests,
+/// benchmarks): the same values the checker fills in.
+impl Optim {
+    pub fn default_for(kind: PhaseKind) -> Self {
+        Optim {
+            lr: keys::num("lr", kind),
+            lr_schedule: from_word(keys::word("lr_schedule", kind)).unwrap_or(LrSchedule::Constant),
+            warmup_steps: keys::int("warmup_steps", kind),
+            weight_decay: keys::num("weight_decay", kind),
+            grad_clip: keys::num("grad_clip", kind),
+        }
+    }
+}
+
+impl Default for GrpoSettings {
+    fn default() -> Self {
+        let k = PhaseKind::Grpo;
+        let eps_low = keys::num("eps_low", k);
+        let (group_size, prompts_per_step) =
+            (keys::int("group_size", k), keys::int("prompts_per_step", k));
+        GrpoSettings {
+            group_size,
+            prompts_per_step,
+            micro_batch: group_size * prompts_per_step,
+            optim: Optim::default_for(k),
+            beta: keys::num("beta", k),
+            kl: from_word(keys::word("kl", k)).unwrap_or(KlEstimator::K3),
+            eps_low,
+            eps_high: eps_low,
+            loss_agg: from_word(keys::word("loss_agg", k)).unwrap_or(LossAgg::TokenMean),
+            advantage: from_word(keys::word("advantage", k)).unwrap_or(AdvantageScaling::Group),
+            mu: keys::int("mu", k),
+            max_new_tokens: keys::int("max_new_tokens", k),
+            temperature: keys::num("temperature", k),
+            top_p: keys::num("top_p", k),
+            dynamic_sampling: keys::flag("dynamic_sampling", k),
+            max_retries: keys::int("max_retries", k),
+            mask_truncated: keys::flag("mask_truncated", k),
+            pass_threshold: keys::num("pass_threshold", k),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -496,6 +568,8 @@ pub struct SftSettings {
 pub struct ProbeSettings {
     /// K rollouts per sample.
     pub rollouts: u64,
+    /// Samples rolled out together.
+    pub batch_size: u64,
     pub temperature: f64,
     pub top_p: f64,
     pub max_new_tokens: u64,
@@ -596,10 +670,78 @@ pub struct Levels {
     pub bands: BTreeMap<Level, Band>,
 }
 
+/// A phase's settings: one variant per kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Settings {
+    Sft(SftSettings),
+    Probe(ProbeSettings),
+    Grpo(GrpoSettings),
+    Eval(EvalSettings),
+}
+
+impl Settings {
+    pub fn kind(&self) -> PhaseKind {
+        match self {
+            Settings::Sft(_) => PhaseKind::Sft,
+            Settings::Probe(_) => PhaseKind::Probe,
+            Settings::Grpo(_) => PhaseKind::Grpo,
+            Settings::Eval(_) => PhaseKind::Eval,
+        }
+    }
+
+    /// The longest completion the phase generates or trains on, in tokens.
+    pub fn max_new_tokens(&self) -> u64 {
+        match self {
+            Settings::Sft(s) => s.max_tokens,
+            Settings::Probe(p) => p.max_new_tokens,
+            Settings::Grpo(g) => g.max_new_tokens,
+            Settings::Eval(e) => e.max_new_tokens,
+        }
+    }
+
+    /// Prompts one step draws (sft: samples per batch).
+    pub fn prompts_per_step(&self) -> u64 {
+        match self {
+            Settings::Sft(s) => s.batch_size,
+            Settings::Probe(p) => p.batch_size,
+            Settings::Grpo(g) => g.prompts_per_step,
+            Settings::Eval(_) => 1,
+        }
+    }
+
+    pub fn grpo(&self) -> Option<&GrpoSettings> {
+        match self {
+            Settings::Grpo(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    pub fn sft(&self) -> Option<&SftSettings> {
+        match self {
+            Settings::Sft(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn probe(&self) -> Option<&ProbeSettings> {
+        match self {
+            Settings::Probe(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    pub fn eval(&self) -> Option<&EvalSettings> {
+        match self {
+            Settings::Eval(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stage {
     pub name: String,
-    pub kind: PhaseKind,
     pub capability: String,
     pub after: Vec<Dependency>,
     pub mix: Option<Mix>,
@@ -607,13 +749,65 @@ pub struct Stage {
     pub levels: Vec<Level>,
     pub order: Order,
     pub reward: Option<String>,
-    pub grpo: Option<GrpoSettings>,
-    pub sft: Option<SftSettings>,
-    pub probe: Option<ProbeSettings>,
-    pub eval: Option<EvalSettings>,
+    pub settings: Settings,
     pub stop: Option<Stop>,
     /// Parameter-name prefixes kept frozen, e.g. `visual`.
     pub freeze: Vec<String>,
+}
+
+impl Stage {
+    pub fn kind(&self) -> PhaseKind {
+        self.settings.kind()
+    }
+}
+
+/// The `after` graph of `stages`: node `i` is stage `i`, an edge runs parent → child and is
+/// weighted by the parent's position in the child's `after`. Names that match no stage are
+/// left out (the checker reports them). The checker's cycle and ordering checks and the
+/// planner's phase order both read this one graph.
+pub fn stage_graph(stages: &[Stage]) -> petgraph::graph::DiGraph<usize, usize> {
+    let index: BTreeMap<&str, usize> = stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let mut g = petgraph::graph::DiGraph::new();
+    let nodes: Vec<_> = (0..stages.len()).map(|i| g.add_node(i)).collect();
+    for (i, s) in stages.iter().enumerate() {
+        for (k, d) in s.after.iter().enumerate() {
+            if let Some(&j) = index.get(d.stage.as_str()) {
+                g.add_edge(nodes[j], nodes[i], k);
+            }
+        }
+    }
+    g
+}
+
+/// Stage indices in topological order, ties broken by declaration order (Kahn's algorithm,
+/// always taking the earliest-declared ready stage); `Err(i)` names a stage on a cycle.
+pub fn stage_order(g: &petgraph::graph::DiGraph<usize, usize>) -> Result<Vec<usize>, usize> {
+    use petgraph::graph::NodeIndex;
+    use petgraph::Direction::{Incoming, Outgoing};
+    let n = g.node_count();
+    let mut indeg: Vec<usize> = (0..n)
+        .map(|i| g.neighbors_directed(NodeIndex::new(i), Incoming).count())
+        .collect();
+    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| indeg[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for c in g.neighbors_directed(NodeIndex::new(i), Outgoing) {
+            let j = g[c];
+            indeg[j] -= 1;
+            if indeg[j] == 0 {
+                ready.insert(j);
+            }
+        }
+    }
+    match (0..n).find(|i| !order.contains(i)) {
+        Some(stuck) => Err(stuck),
+        None => Ok(order),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
