@@ -830,6 +830,22 @@ fn source(
             return None;
         }
         (Some((capability, _)), None) => {
+            // A suite source holds one capability: a filter naming another keeps nothing.
+            let cap_attr = attrs.iter().find(|a| a.key.name == "capability");
+            if let (Some(want), Some(a)) = (&filters.capability, cap_attr) {
+                let e = &a.value;
+                if *want != capability {
+                    ctx.push(
+                        Diag::error(
+                            ErrorKind::UnknownValue,
+                            e.span,
+                            format!("this source's samples are all `{capability}`: `capability = {want}` keeps none"),
+                        )
+                        .label("no sample has this capability")
+                        .help(format!("drop the filter, or write `capability = {capability}`")),
+                    );
+                }
+            }
             let families = suite_families(ctx, &capability, &levels, &families)?;
             SourceKind::Suite {
                 capability,
@@ -879,6 +895,7 @@ fn reward_terms(ctx: &mut Ctx, e: &Expr) -> Option<Vec<RewardTerm>> {
     let mut out: Vec<RewardTerm> = Vec::new();
     let mut seen: HashMap<String, Span> = HashMap::new();
     let mut ok = true;
+    let mut weight_sum = 0f64;
     for p in parts {
         let (weight, target) = match &p.kind {
             ExprKind::Weighted { weight, target } => (*weight, target.as_ref()),
@@ -891,6 +908,22 @@ fn reward_terms(ctx: &mut Ctx, e: &Expr) -> Option<Vec<RewardTerm>> {
                     .help("remove the term instead"),
             );
             ok = false;
+        }
+        // Rewards are f32 sums: a weight that overflows there makes every reward infinite.
+        weight_sum += weight.abs();
+        if !(weight_sum as f32).is_finite() && weight_sum.is_finite() {
+            ctx.push(
+                Diag::error(
+                    ErrorKind::BadWeight,
+                    p.span,
+                    format!("reward weights sum to {weight_sum:e}, beyond what a reward can hold"),
+                )
+                .label("too large")
+                .help("scale the weights down; only their ratios and the reward's scale matter"),
+            );
+            ok = false;
+            // Reported once per set.
+            weight_sum = f64::INFINITY;
         }
         let (name, args): (Ident, &[crate::syntax::Arg]) = match &target.kind {
             ExprKind::Ident(s) => (

@@ -121,7 +121,7 @@ impl PassRateTable {
             if let Some(p) = self.pass_rate(&s.id) {
                 s.pass_rate = Some(p);
                 if let Some(b) = bands {
-                    s.difficulty = Some(b.level(p));
+                    s.difficulty = b.level(p);
                 }
                 known += 1;
             }
@@ -137,27 +137,31 @@ impl PassRateTable {
     ) -> BTreeMap<Level, Vec<&'a Sample>> {
         let mut out: BTreeMap<Level, Vec<&'a Sample>> = BTreeMap::new();
         for s in samples {
-            if let Some(p) = self.pass_rate(&s.id) {
-                out.entry(bands.level(p)).or_default().push(s);
+            if let Some(l) = self.pass_rate(&s.id).and_then(|p| bands.level(p)) {
+                out.entry(l).or_default().push(s);
             }
         }
         out
     }
 }
 
-/// Pass-rate bands for levels: rate ≥ `easy_min` → easy, rate ≤ `hard_max` → hard, otherwise
-/// medium. The default is method A's K-rollout split: K/K easy, 0/K hard, 1..K−1 medium.
+/// Pass-rate bands for levels, inclusive, tried easy → medium → hard (the first that holds
+/// wins, as `difficulty { }` documents); a rate in no band has no level. Without a medium
+/// band, medium is everything strictly between hard and easy. The default is method A's
+/// K-rollout split: K/K easy, 0/K hard, 1..K−1 medium.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LevelBands {
-    pub easy_min: f64,
-    pub hard_max: f64,
+    pub easy: (f64, f64),
+    pub medium: Option<(f64, f64)>,
+    pub hard: (f64, f64),
 }
 
 impl Default for LevelBands {
     fn default() -> Self {
         LevelBands {
-            easy_min: 1.0,
-            hard_max: 0.0,
+            easy: (1.0, 1.0),
+            medium: None,
+            hard: (0.0, 0.0),
         }
     }
 }
@@ -166,6 +170,7 @@ impl LevelBands {
     /// Rates are ratios of small integers; the tolerance keeps 7/7 from falling below 1.0.
     const EPS: f64 = 1e-9;
 
+    /// Easy from `easy_min` up, hard up to `hard_max`, medium between.
     pub fn new(easy_min: f64, hard_max: f64) -> Result<Self, DataError> {
         if !(0.0..=1.0).contains(&easy_min)
             || !(0.0..=1.0).contains(&hard_max)
@@ -175,16 +180,38 @@ impl LevelBands {
                 "bands need 0 ≤ hard_max < easy_min ≤ 1, got hard_max {hard_max}, easy_min {easy_min}"
             )));
         }
-        Ok(LevelBands { easy_min, hard_max })
+        Ok(LevelBands {
+            easy: (easy_min, 1.0),
+            medium: None,
+            hard: (0.0, hard_max),
+        })
     }
 
-    pub fn level(&self, pass_rate: f64) -> Level {
-        if pass_rate >= self.easy_min - Self::EPS {
-            Level::Easy
-        } else if pass_rate <= self.hard_max + Self::EPS {
-            Level::Hard
-        } else {
-            Level::Medium
+    /// Three declared bands, as `difficulty { easy = … medium = … hard = … }` writes them.
+    pub fn declared(easy: (f64, f64), medium: (f64, f64), hard: (f64, f64)) -> Self {
+        LevelBands {
+            easy,
+            medium: Some(medium),
+            hard,
+        }
+    }
+
+    pub fn level(&self, pass_rate: f64) -> Option<Level> {
+        let within =
+            |(lo, hi): (f64, f64)| pass_rate >= lo - Self::EPS && pass_rate <= hi + Self::EPS;
+        if within(self.easy) {
+            return Some(Level::Easy);
+        }
+        match self.medium {
+            Some(m) if within(m) => return Some(Level::Medium),
+            _ => {}
+        }
+        if within(self.hard) {
+            return Some(Level::Hard);
+        }
+        match self.medium {
+            None if pass_rate > self.hard.1 && pass_rate < self.easy.0 => Some(Level::Medium),
+            _ => None,
         }
     }
 }
@@ -293,20 +320,37 @@ mod tests {
         assert_eq!(ids(Level::Medium), ["some", "one"]);
         assert_eq!(ids(Level::Hard), ["none"]);
         // 7/7 is easy despite floating point.
-        assert_eq!(LevelBands::default().level(7.0 / 7.0), Level::Easy);
+        assert_eq!(LevelBands::default().level(7.0 / 7.0), Some(Level::Easy));
         // Custom bands: ≥ 0.75 easy, ≤ 0.25 hard.
         let b = LevelBands::new(0.75, 0.25).unwrap();
         assert_eq!(
             [1.0, 0.75, 0.5, 0.25, 0.0].map(|p| b.level(p)),
             [
-                Level::Easy,
-                Level::Easy,
-                Level::Medium,
-                Level::Hard,
-                Level::Hard
+                Some(Level::Easy),
+                Some(Level::Easy),
+                Some(Level::Medium),
+                Some(Level::Hard),
+                Some(Level::Hard)
             ]
         );
         assert!(LevelBands::new(0.2, 0.5).is_err());
+        // Declared bands: tried easy → medium → hard, first match wins; overlaps and gaps
+        // mean what the file says.
+        let d = LevelBands::declared((0.5, 1.0), (0.25, 0.75), (0.0, 0.5));
+        assert_eq!(
+            [1.0, 0.6, 0.5, 0.3, 0.25, 0.1].map(|p| d.level(p)),
+            [
+                Some(Level::Easy),
+                Some(Level::Easy),
+                Some(Level::Easy),
+                Some(Level::Medium),
+                Some(Level::Medium),
+                Some(Level::Hard)
+            ]
+        );
+        let gap = LevelBands::declared((0.75, 1.0), (0.125, 0.625), (0.0, 0.0));
+        assert_eq!(gap.level(0.7), None, "between medium and easy: no level");
+        assert_eq!(gap.level(0.0), Some(Level::Hard));
 
         let mut samples = samples;
         assert_eq!(t.apply(&mut samples, Some(&LevelBands::default())), 4);

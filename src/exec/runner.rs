@@ -317,19 +317,17 @@ impl Ctx<'_> {
         let bands = match &p.difficulty.source {
             LevelSource::Suite => None,
             _ => {
-                let easy = p
-                    .difficulty
-                    .bands
-                    .get(&Level::Easy)
-                    .map(|b| b.lo)
-                    .unwrap_or(1.0);
-                let hard = p
-                    .difficulty
-                    .bands
-                    .get(&Level::Hard)
-                    .map(|b| b.hi)
-                    .unwrap_or(0.0);
-                Some(LevelBands::new(easy, hard).map_err(|e| perr(&p.id, e))?)
+                let band = |l: Level| {
+                    p.difficulty
+                        .bands
+                        .get(&l)
+                        .map_or((0.0, 1.0), |b| (b.lo, b.hi))
+                };
+                Some(LevelBands::declared(
+                    band(Level::Easy),
+                    band(Level::Medium),
+                    band(Level::Hard),
+                ))
             }
         };
         let mut out = Vec::new();
