@@ -1,5 +1,6 @@
 use std::fmt;
-use std::str::FromStr;
+
+pub use crate::spec::Level;
 use std::sync::Arc;
 
 use image::RgbImage;
@@ -28,52 +29,6 @@ impl Capability {
 impl fmt::Display for Capability {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-/// The difficulty axis as discrete levels. Pass-rate bands map onto these (see `plan`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    Easy,
-    Medium,
-    Hard,
-}
-
-impl Level {
-    pub const ALL: [Level; 3] = [Level::Easy, Level::Medium, Level::Hard];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Easy => "easy",
-            Level::Medium => "medium",
-            Level::Hard => "hard",
-        }
-    }
-
-    /// 0 for easy, 1 for medium, 2 for hard: the order an easy → hard sampler walks.
-    pub fn rank(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Level {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "easy" => Ok(Level::Easy),
-            "medium" => Ok(Level::Medium),
-            "hard" => Ok(Level::Hard),
-            other => Err(format!(
-                "unknown difficulty level `{other}` (easy, medium, hard)"
-            )),
-        }
     }
 }
 

@@ -175,6 +175,45 @@ impl Plan {
     }
 }
 
+/// Samples this source holds, when known before loading (suites only), restricted to
+/// `levels`.
+fn source_count(src: &Source, levels: &[Level]) -> Option<u64> {
+    match &src.kind {
+        SourceKind::Suite {
+            capability,
+            levels: ls,
+            n,
+            families,
+            ..
+        } => {
+            // A level that draws none of the source's families yields nothing.
+            let draws = |l: &Level| {
+                families.is_empty()
+                    || crate::data::suite::Builtin::parse(&crate::data::Capability::new(
+                        capability.as_str(),
+                    ))
+                    .is_ok_and(|b| {
+                        crate::data::suite::families(b, *l)
+                            .iter()
+                            .any(|f| families.iter().any(|x| x == f.name()))
+                    })
+            };
+            let k = ls
+                .iter()
+                .filter(|l| levels.contains(l) && draws(l))
+                .filter(|l| {
+                    src.filters
+                        .difficulty
+                        .as_ref()
+                        .is_none_or(|d| d.contains(l))
+                })
+                .count() as u64;
+            Some(k * n)
+        }
+        SourceKind::Jsonl { .. } => None,
+    }
+}
+
 fn probe_default_reward() -> PhaseReward {
     let mut args = serde_json::Map::new();
     if let Some(info) = crate::reward::catalog::term("accuracy") {
@@ -259,7 +298,7 @@ pub fn plan(c: &Curriculum) -> Result<Plan, PlanError> {
         };
         let mut samples: Option<u64> = Some(0);
         for src in &mix_sources {
-            samples = match (samples, src.count(&count_levels)) {
+            samples = match (samples, source_count(src, &count_levels)) {
                 (Some(a), Some(b)) => Some(a + b),
                 _ => None,
             };

@@ -15,7 +15,53 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::Level;
+use std::str::FromStr;
+
+/// The difficulty axis as discrete levels. Pass-rate bands map onto these (see `difficulty { }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Easy,
+    Medium,
+    Hard,
+}
+
+impl Level {
+    pub const ALL: [Level; 3] = [Level::Easy, Level::Medium, Level::Hard];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Easy => "easy",
+            Level::Medium => "medium",
+            Level::Hard => "hard",
+        }
+    }
+
+    /// 0 for easy, 1 for medium, 2 for hard: the order an easy → hard sampler walks.
+    pub fn rank(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Level {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "easy" => Ok(Level::Easy),
+            "medium" => Ok(Level::Medium),
+            "hard" => Ok(Level::Hard),
+            other => Err(format!(
+                "unknown difficulty level `{other}` (easy, medium, hard)"
+            )),
+        }
+    }
+}
 
 /// Which policy to train.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,45 +142,6 @@ pub struct Source {
 }
 
 impl Source {
-    /// Samples this source holds, when known before loading (suites only), restricted to
-    /// `levels`.
-    pub fn count(&self, levels: &[Level]) -> Option<u64> {
-        match &self.kind {
-            SourceKind::Suite {
-                capability,
-                levels: ls,
-                n,
-                families,
-                ..
-            } => {
-                // A level that draws none of the source's families yields nothing.
-                let draws = |l: &Level| {
-                    families.is_empty()
-                        || crate::data::suite::Builtin::parse(&crate::data::Capability::new(
-                            capability.as_str(),
-                        ))
-                        .is_ok_and(|b| {
-                            crate::data::suite::families(b, *l)
-                                .iter()
-                                .any(|f| families.iter().any(|x| x == f.name()))
-                        })
-                };
-                let k = ls
-                    .iter()
-                    .filter(|l| levels.contains(l) && draws(l))
-                    .filter(|l| {
-                        self.filters
-                            .difficulty
-                            .as_ref()
-                            .is_none_or(|d| d.contains(l))
-                    })
-                    .count() as u64;
-                Some(k * n)
-            }
-            SourceKind::Jsonl { .. } => None,
-        }
-    }
-
     pub fn capability(&self) -> Option<&str> {
         match &self.kind {
             SourceKind::Suite { capability, .. } => Some(capability),
