@@ -11,7 +11,6 @@ pub mod pass_rate;
 mod sample;
 pub mod sampler;
 pub mod seed;
-pub mod source;
 pub mod suite;
 
 pub use error::DataError;
