@@ -24,17 +24,14 @@ fn adarft() -> Order {
 
 fn sample(id: &str, pass_rate: Option<f64>, level: Option<Level>) -> Sample {
     Sample {
-        id: id.into(),
-        problem: format!("problem {id}"),
-        answer: "1".into(),
-        images: vec![],
-        capability: Capability::new("text_reasoning"),
         difficulty: level,
         pass_rate,
-        key_words: vec![],
-        objects: vec![],
-        trace: None,
-        extra: Default::default(),
+        ..Sample::new(
+            id,
+            format!("problem {id}"),
+            "1",
+            Capability::new("text_reasoning"),
+        )
     }
 }
 

@@ -169,19 +169,12 @@ impl PolicyModel for Toy {
 }
 
 fn sample(i: usize, answer: &str) -> Sample {
-    Sample {
-        id: format!("s{i}"),
-        problem: format!("p{i}"),
-        answer: answer.into(),
-        images: vec![],
-        capability: Capability::new(Capability::TEXT_REASONING),
-        difficulty: None,
-        pass_rate: None,
-        key_words: vec![],
-        objects: vec![],
-        trace: None,
-        extra: Default::default(),
-    }
+    Sample::new(
+        format!("s{i}"),
+        format!("p{i}"),
+        answer,
+        Capability::new(Capability::TEXT_REASONING),
+    )
 }
 
 fn accuracy_set() -> RewardSet {

@@ -26,19 +26,12 @@ const PROMPTS: [&str; 4] = [
 ];
 
 fn sample(i: usize) -> Sample {
-    Sample {
-        id: format!("sum-{}", i % 4),
-        problem: PROMPTS[i % 4].into(),
-        answer: "3".into(),
-        images: vec![],
-        capability: Capability::new(Capability::TEXT_REASONING),
-        difficulty: None,
-        pass_rate: None,
-        key_words: vec![],
-        objects: vec![],
-        trace: None,
-        extra: Default::default(),
-    }
+    Sample::new(
+        format!("sum-{}", i % 4),
+        PROMPTS[i % 4],
+        "3",
+        Capability::new(Capability::TEXT_REASONING),
+    )
 }
 
 #[test]

@@ -78,17 +78,13 @@ fn scene() -> Arc<RgbImage> {
 
 fn sample(images: Vec<Arc<RgbImage>>) -> Sample {
     Sample {
-        id: "scene0".into(),
-        problem: "<image> describe".into(),
-        answer: "red".into(),
         images,
-        capability: Capability::new(Capability::PERCEPTION),
-        difficulty: None,
-        pass_rate: None,
-        key_words: vec![],
-        objects: vec![],
-        trace: None,
-        extra: Default::default(),
+        ..Sample::new(
+            "scene0",
+            "<image> describe",
+            "red",
+            Capability::new(Capability::PERCEPTION),
+        )
     }
 }
 

@@ -6,19 +6,12 @@ use curric::reward::{build, catalog, RewardError, RewardSet, SceneF1};
 use serde_json::{json, Map, Value};
 
 fn sample(answer: &str) -> Sample {
-    Sample {
-        id: "s".into(),
-        problem: "<image> q".into(),
-        answer: answer.into(),
-        images: vec![],
-        capability: Capability::new(Capability::VISUAL_REASONING),
-        difficulty: None,
-        pass_rate: None,
-        key_words: vec![],
-        objects: vec![],
-        trace: None,
-        extra: Default::default(),
-    }
+    Sample::new(
+        "s",
+        "<image> q",
+        answer,
+        Capability::new(Capability::VISUAL_REASONING),
+    )
 }
 
 /// A completion of `n` tokens (ids do not matter to text rewards), truncated or not.

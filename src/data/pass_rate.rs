@@ -222,19 +222,7 @@ mod tests {
     use crate::data::Capability;
 
     fn sample(id: &str) -> Sample {
-        Sample {
-            id: id.into(),
-            problem: "p".into(),
-            answer: "1".into(),
-            images: vec![],
-            capability: Capability::new("text_reasoning"),
-            difficulty: None,
-            pass_rate: None,
-            key_words: vec![],
-            objects: vec![],
-            trace: None,
-            extra: Default::default(),
-        }
+        Sample::new(id, "p", "1", Capability::new("text_reasoning"))
     }
 
     #[test]

@@ -65,3 +65,28 @@ pub struct Sample {
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
+
+impl Sample {
+    /// A text sample with no images, level, pass rate, key words, objects or trace: the
+    /// rest is set with struct update syntax (`Sample { pass_rate: Some(0.5), ..Sample::new(…) }`).
+    pub fn new(
+        id: impl Into<String>,
+        problem: impl Into<String>,
+        answer: impl Into<String>,
+        capability: Capability,
+    ) -> Self {
+        Sample {
+            id: id.into(),
+            problem: problem.into(),
+            answer: answer.into(),
+            images: vec![],
+            capability,
+            difficulty: None,
+            pass_rate: None,
+            key_words: vec![],
+            objects: vec![],
+            trace: None,
+            extra: Default::default(),
+        }
+    }
+}

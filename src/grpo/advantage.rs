@@ -22,17 +22,6 @@ fn sample_std(xs: &[f32]) -> f64 {
     (ss / (xs.len() - 1) as f64).sqrt()
 }
 
-/// A group teaches something only if its rewards differ: with equal rewards every
-/// group-relative advantage is zero ("vanishing advantage").
-pub fn group_is_informative(rewards: &[f32]) -> bool {
-    let (lo, hi) = rewards
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &r| {
-            (lo.min(r), hi.max(r))
-        });
-    rewards.len() > 1 && hi - lo > 1e-6
-}
-
 /// Advantages for `rewards`, laid out group after group (`group_size` rewards each).
 pub fn advantages(
     rewards: &[f32],
@@ -112,9 +101,6 @@ mod tests {
     fn equal_group_gives_zero_and_eps_guards_division() {
         let a = advantages(&[0.3, 0.3, 0.3], 3, AdvantageScaling::Group, 1e-6).unwrap();
         close(&a, &[0.0, 0.0, 0.0]);
-        assert!(!group_is_informative(&[0.3, 0.3, 0.3]));
-        assert!(group_is_informative(&[0.3, 0.3, 0.4]));
-        assert!(!group_is_informative(&[1.0]));
     }
 
     #[test]

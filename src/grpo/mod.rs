@@ -9,7 +9,7 @@ mod loss;
 mod optim;
 mod step;
 
-pub use advantage::{advantages, group_is_informative};
+pub use advantage::advantages;
 pub use error::GrpoError;
 pub use loss::{aggregate, kl_penalty, masked_mean, policy_loss, sft_loss, LossConfig, PgStats};
 pub use optim::{AdamW, AdamWConfig, LrSchedule, OptimStats, ScheduleKind};

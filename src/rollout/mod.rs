@@ -42,6 +42,17 @@ pub struct SeedCtx {
     pub step: u64,
 }
 
+/// A group teaches something only if its rewards differ: with equal rewards every
+/// group-relative advantage is zero ("vanishing advantage").
+pub fn rewards_vary(rewards: &[f32]) -> bool {
+    let (lo, hi) = rewards
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &r| {
+            (lo.min(r), hi.max(r))
+        });
+    rewards.len() > 1 && hi - lo > 1e-6
+}
+
 /// One prompt's K completions and their rewards.
 #[derive(Debug, Clone)]
 pub struct Group {
@@ -67,7 +78,7 @@ impl Group {
 
     /// False when all rewards are equal: a zero-advantage group.
     pub fn is_informative(&self) -> bool {
-        crate::grpo::group_is_informative(&self.rewards)
+        rewards_vary(&self.rewards)
     }
 }
 
@@ -174,6 +185,13 @@ pub fn greedy_eval<P: PolicyModel + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_groups_whose_rewards_differ_are_informative() {
+        assert!(!rewards_vary(&[0.3, 0.3, 0.3]));
+        assert!(rewards_vary(&[0.3, 0.3, 0.4]));
+        assert!(!rewards_vary(&[1.0]));
+    }
 
     #[test]
     fn seeds_are_stable_and_distinct() {
