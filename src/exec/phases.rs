@@ -218,54 +218,19 @@ impl EvalSet {
     }
 }
 
-/// Supervised warm-up on the samples' reference traces.
-pub struct SftTrainer {
+/// What every weight-training phase carries besides its step: the policy, its optimiser, its
+/// data and the eval its stop condition may ask for. Evaluating, saving and resuming are the
+/// learner's, the same for sft and grpo.
+pub struct Learner {
     pub phase: String,
     pub policy: Policy,
     pub opt: AdamW,
     pub data: Data,
-    pub max_tokens: usize,
     pub eval: Option<(EvalSet, SeedCtx)>,
 }
 
-impl PhaseTrainer for SftTrainer {
-    fn step(&mut self, step: u64) -> Result<StepOutcome> {
-        let t0 = Instant::now();
-        let samples = self.data.sampler.next_step_samples();
-        let mut inputs = Vec::new();
-        let mut targets = Vec::new();
-        for s in &samples {
-            let Some(trace) = &s.trace else { continue };
-            let mut ids = self.policy.encode(trace).map_err(|e| err(&self.phase, e))?;
-            ids.truncate(self.max_tokens.saturating_sub(1).max(1));
-            ids.push(self.policy.eos_token());
-            inputs.push(policy_input(s));
-            targets.push(ids);
-        }
-        if inputs.is_empty() {
-            return Err(err(
-                &self.phase,
-                "no sample of this step has a reference trace to train on",
-            ));
-        }
-        let st = sft_step(&self.policy, &mut self.opt, &inputs, &targets, step)
-            .map_err(|e| err(&self.phase, e))?;
-        let secs = t0.elapsed().as_secs_f64().max(1e-9);
-        Ok(StepOutcome {
-            metrics: [
-                (keys::LOSS.to_string(), st.loss),
-                (keys::LR.to_string(), st.lr),
-                ("grad_norm".to_string(), st.grad_norm),
-                (keys::TOKENS_PER_S.to_string(), st.tokens / secs),
-                ("sft_samples".to_string(), inputs.len() as f64),
-            ]
-            .into(),
-            samples: samples.len() as u64,
-            epochs: sampler_epochs(&self.data.sampler),
-        })
-    }
-
-    fn eval(&mut self, step: u64) -> Result<BTreeMap<String, f64>> {
+impl Learner {
+    fn eval(&self, step: u64) -> Result<BTreeMap<String, f64>> {
         stop_eval(self.eval.as_ref(), &self.phase, &self.policy, step)
     }
 
@@ -286,17 +251,83 @@ impl PhaseTrainer for SftTrainer {
     }
 }
 
+/// Supervised warm-up on the samples' reference traces.
+pub struct SftTrainer {
+    pub learner: Learner,
+    pub max_tokens: usize,
+}
+
+impl PhaseTrainer for SftTrainer {
+    fn step(&mut self, step: u64) -> Result<StepOutcome> {
+        let t0 = Instant::now();
+        let samples = self.learner.data.sampler.next_step_samples();
+        let mut inputs = Vec::new();
+        let mut targets = Vec::new();
+        for s in &samples {
+            let Some(trace) = &s.trace else { continue };
+            let mut ids = self
+                .learner
+                .policy
+                .encode(trace)
+                .map_err(|e| err(&self.learner.phase, e))?;
+            ids.truncate(self.max_tokens.saturating_sub(1).max(1));
+            ids.push(self.learner.policy.eos_token());
+            inputs.push(policy_input(s));
+            targets.push(ids);
+        }
+        if inputs.is_empty() {
+            return Err(err(
+                &self.learner.phase,
+                "no sample of this step has a reference trace to train on",
+            ));
+        }
+        let st = sft_step(
+            &self.learner.policy,
+            &mut self.learner.opt,
+            &inputs,
+            &targets,
+            step,
+        )
+        .map_err(|e| err(&self.learner.phase, e))?;
+        let secs = t0.elapsed().as_secs_f64().max(1e-9);
+        Ok(StepOutcome {
+            metrics: [
+                (keys::LOSS.to_string(), st.loss),
+                (keys::LR.to_string(), st.lr),
+                ("grad_norm".to_string(), st.grad_norm),
+                (keys::TOKENS_PER_S.to_string(), st.tokens / secs),
+                ("sft_samples".to_string(), inputs.len() as f64),
+            ]
+            .into(),
+            samples: samples.len() as u64,
+            epochs: sampler_epochs(&self.learner.data.sampler),
+        })
+    }
+
+    fn eval(&mut self, step: u64) -> Result<BTreeMap<String, f64>> {
+        self.learner.eval(step)
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        self.learner.save(dir)
+    }
+
+    fn state(&self) -> TrainerState {
+        self.learner.state()
+    }
+
+    fn restore(&mut self, dir: &Path, state: &CheckpointState) -> Result<()> {
+        self.learner.restore(dir, state)
+    }
+}
+
 /// GRPO on the phase's sampler and reward set.
 pub struct GrpoTrainer {
-    pub phase: String,
-    pub policy: Policy,
+    pub learner: Learner,
     pub reference: Option<Policy>,
-    pub opt: AdamW,
-    pub data: Data,
     pub rewards: RewardSet,
     pub cfg: GrpoConfig,
     pub pass_rates: PassRateTable,
-    pub eval: Option<(EvalSet, SeedCtx)>,
     /// Steps of this run of the phase whose dynamic sampling hit its retry cap.
     pub retry_cap_hits: u64,
 }
@@ -305,7 +336,7 @@ impl PhaseTrainer for GrpoTrainer {
     fn step(&mut self, step: u64) -> Result<StepOutcome> {
         let mut drawn = 0u64;
         let mut first = true;
-        let sampler = &mut self.data.sampler;
+        let sampler = &mut self.learner.data.sampler;
         let draw = |n: usize| {
             let out = if first {
                 first = false;
@@ -319,21 +350,21 @@ impl PhaseTrainer for GrpoTrainer {
         };
         let reference = self.reference.as_ref().map(|r| r as &dyn PolicyModel);
         let m = grpo_step(
-            &self.policy,
+            &self.learner.policy,
             reference,
-            &mut self.opt,
+            &mut self.learner.opt,
             &self.rewards,
             &self.cfg,
             step,
             draw,
         )
-        .map_err(|e| err(&self.phase, e))?;
-        self.data.sampler.feedback(m.reward_mean);
+        .map_err(|e| err(&self.learner.phase, e))?;
+        self.learner.data.sampler.feedback(m.reward_mean);
         if m.retry_cap_hit {
             self.retry_cap_hits += 1;
             if self.retry_cap_hits == 1 {
                 tracing::warn!(
-                    phase = %self.phase,
+                    phase = %self.learner.phase,
                     "step {step}: dynamic sampling hit its retry cap ({}) and trained on fewer \
                      groups than asked; later hits are counted in the `retry_cap_hits` metric",
                     self.cfg.settings.max_retries
@@ -347,7 +378,7 @@ impl PhaseTrainer for GrpoTrainer {
             let passed = rewards.iter().filter(|r| **r >= threshold).count();
             self.pass_rates
                 .record(id, passed as u64, rewards.len() as u64, step)
-                .map_err(|e| err(&self.phase, e))?;
+                .map_err(|e| err(&self.learner.phase, e))?;
         }
         let mut metrics: BTreeMap<String, f64> = [
             (keys::REWARD.to_string(), m.reward_mean),
@@ -385,32 +416,30 @@ impl PhaseTrainer for GrpoTrainer {
         Ok(StepOutcome {
             metrics,
             samples: drawn,
-            epochs: sampler_epochs(&self.data.sampler),
+            epochs: sampler_epochs(&self.learner.data.sampler),
         })
     }
 
     fn eval(&mut self, step: u64) -> Result<BTreeMap<String, f64>> {
-        stop_eval(self.eval.as_ref(), &self.phase, &self.policy, step)
+        self.learner.eval(step)
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
-        save_policy(&self.phase, &self.policy, Some(&self.opt), dir)
+        self.learner.save(dir)
     }
 
     fn state(&self) -> TrainerState {
         TrainerState {
-            sampler: sampler_state(&self.data.sampler),
             pass_rates: serde_json::to_value(&self.pass_rates).unwrap_or_default(),
-            ..Default::default()
+            ..self.learner.state()
         }
     }
 
     fn restore(&mut self, dir: &Path, state: &CheckpointState) -> Result<()> {
-        restore_policy(&self.phase, &self.policy, Some(&mut self.opt), dir)?;
-        self.data.resume(&self.phase, &state.sampler)?;
+        self.learner.restore(dir, state)?;
         if !state.pass_rates.is_null() {
             self.pass_rates = serde_json::from_value(state.pass_rates.clone())
-                .map_err(|e| err(&self.phase, e))?;
+                .map_err(|e| err(&self.learner.phase, e))?;
         }
         Ok(())
     }

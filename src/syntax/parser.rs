@@ -163,12 +163,51 @@ fn from_pest(e: pest::error::Error<Rule>) -> SyntaxError {
         }
         pest::error::ErrorVariant::CustomError { message } => message.clone(),
     };
+    let col = match e.line_col {
+        pest::error::LineColLocation::Pos((_, c))
+        | pest::error::LineColLocation::Span((_, c), _) => c,
+    };
+    let help = Some(syntax_help(e.line(), col.saturating_sub(1)));
     SyntaxError {
         kind: SyntaxErrorKind::Syntax,
         span: Span::new(pos, pos),
         message,
         label: "here".into(),
-        help: None,
+        help,
+    }
+}
+
+/// A hint for a syntax error at char column `col` (0-based) of `line`, from what stands
+/// there: the common slips first, then the shape of a file.
+fn syntax_help(line: &str, col: usize) -> String {
+    let chars: Vec<char> = line.chars().collect();
+    let here = chars.get(col).copied();
+    // A number glued to letters (`0x10`, `10k`) before the error: the parser took the letters
+    // for a new key and fails later on the line. `k3` or `stage2` are names, `1e-3` a number.
+    let upto = &chars[..col.min(chars.len())];
+    let word_start = |i: usize| {
+        let mut j = i;
+        while j > 0 && (upto[j - 1].is_alphanumeric() || upto[j - 1] == '_' || upto[j - 1] == '.') {
+            j -= 1;
+        }
+        j
+    };
+    let glued = upto.windows(2).enumerate().any(|(i, w)| {
+        w[0].is_ascii_digit()
+            && w[1].is_alphabetic()
+            && !matches!(w[1], 'e' | 'E')
+            && upto[word_start(i)].is_ascii_digit()
+    });
+    match here {
+        _ if glued && !line.contains('"') => {
+            "numbers are decimal, like `16`, `0.5` or `1e-3`; a duration is a string, like `time(\"90m\")`".into()
+        }
+        Some('\'') => "strings are written in double quotes: `\"…\"`".into(),
+        Some(':') => "a key is set with `=`: `key = value`".into(),
+        Some(',') => "keys in a block are separated by spaces or new lines, not commas; commas separate list items and call arguments".into(),
+        Some('}') | Some('\n') => "every key needs a value: `key = value`".into(),
+        None => "the line ends inside a block or expression: is a `}`, `)` or `]` missing?".into(),
+        _ => "a file is blocks `KIND [NAME] [extends OTHER] { key = value … }` and `reward NAME = …` lines; grammar/README.md has every form".into(),
     }
 }
 

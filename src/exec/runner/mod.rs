@@ -32,7 +32,7 @@ use super::error::{ExecError, Result};
 use super::eval::EvalResult;
 use super::fingerprint::{assess, DataSource, Freshness, PhaseInput};
 use super::manifest::{Manifest, PhaseStatus};
-use super::phases::{Data, EvalSet, GrpoTrainer, ProbeTrainer, SftTrainer};
+use super::phases::{Data, EvalSet, GrpoTrainer, Learner, ProbeTrainer, SftTrainer};
 use super::progress::PhaseProgress;
 use super::rundir::{write_atomic, RunDir};
 use crate::data::{
@@ -355,12 +355,14 @@ fn execute(
             )?;
             ctx.handed_cursor(p, &mut data)?;
             Box::new(SftTrainer {
-                phase: p.id.clone(),
-                data,
-                policy,
-                opt,
+                learner: Learner {
+                    phase: p.id.clone(),
+                    data,
+                    policy,
+                    opt,
+                    eval: eval_set,
+                },
                 max_tokens: s.max_tokens as usize,
-                eval: eval_set,
             })
         }
         Settings::Grpo(g) => {
@@ -382,11 +384,14 @@ fn execute(
             )?;
             ctx.handed_cursor(p, &mut data)?;
             Box::new(GrpoTrainer {
-                phase: p.id.clone(),
-                data,
-                policy,
+                learner: Learner {
+                    phase: p.id.clone(),
+                    data,
+                    policy,
+                    opt,
+                    eval: eval_set,
+                },
                 reference,
-                opt,
                 rewards: rewards(p)?,
                 cfg: GrpoConfig {
                     settings: g.clone(),
@@ -394,7 +399,6 @@ fn execute(
                     phase: phase_key(&p.id),
                 },
                 pass_rates: table,
-                eval: eval_set,
                 retry_cap_hits: 0,
             })
         }
