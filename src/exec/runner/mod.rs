@@ -343,53 +343,30 @@ fn execute(
     // bounded only by time has none; the checker allows only schedules that need none there.
     let horizon = bound.unwrap_or(0);
     let mut trainer: Box<dyn super::driver::PhaseTrainer> = match settings {
-        Settings::Sft(s) => {
-            // Named, so a NaN error names the tensor and the moments are keyed by it.
-            let mut opt = AdamW::new_named(policy.named_trainable_vars(), adamw(&s.optim, horizon))
-                .map_err(|e| perr(&p.id, e))?;
-            ctx.handed_optimizer(p, &mut opt)?;
-            let mut data = Data::new(
-                &p.id,
-                ctx.sampler_spec(p, s.batch_size as usize, horizon),
-                pools,
-            )?;
-            ctx.handed_cursor(p, &mut data)?;
-            Box::new(SftTrainer {
-                learner: Learner {
-                    phase: p.id.clone(),
-                    data,
-                    policy,
-                    opt,
-                    eval: eval_set,
-                },
-                max_tokens: s.max_tokens as usize,
-            })
-        }
+        Settings::Sft(s) => Box::new(SftTrainer {
+            learner: Learner {
+                eval: eval_set,
+                ..ctx.learner(p, policy, &s.optim, (horizon, 1), s.batch_size, pools)?
+            },
+            max_tokens: s.max_tokens as usize,
+        }),
         Settings::Grpo(g) => {
-            let mut opt = AdamW::new_named(
-                policy.named_trainable_vars(),
-                adamw(&g.optim, horizon * g.mu),
-            )
-            .map_err(|e| perr(&p.id, e))?;
-            ctx.handed_optimizer(p, &mut opt)?;
             let reference = if g.beta > 0.0 {
                 Some(ctx.load_reference(p, &reference_at)?)
             } else {
                 None
             };
-            let mut data = Data::new(
-                &p.id,
-                ctx.sampler_spec(p, g.prompts_per_step as usize, horizon),
-                pools,
-            )?;
-            ctx.handed_cursor(p, &mut data)?;
             Box::new(GrpoTrainer {
                 learner: Learner {
-                    phase: p.id.clone(),
-                    data,
-                    policy,
-                    opt,
                     eval: eval_set,
+                    ..ctx.learner(
+                        p,
+                        policy,
+                        &g.optim,
+                        (horizon, g.mu),
+                        g.prompts_per_step,
+                        pools,
+                    )?
                 },
                 reference,
                 rewards: rewards(p)?,
@@ -459,6 +436,37 @@ fn execute(
         }
     }
     Ok(end)
+}
+
+impl Ctx<'_> {
+    /// What an sft or grpo phase trains with: an optimiser over the trainable weights, named
+    /// so that a NaN error names the tensor and the moments are keyed by it, with the
+    /// parent's moments when the hand-off keeps them; and a sampler over the pools, at the
+    /// parent's cursor when the hand-off keeps it. `(steps, updates_per_step)` lay out the
+    /// LR schedule and the mix schedule. No eval: the caller adds its stop's.
+    fn learner(
+        &self,
+        p: &Phase,
+        policy: Policy,
+        optim: &Optim,
+        (steps, updates_per_step): (u64, u64),
+        batch: u64,
+        pools: Vec<(String, Vec<Sample>)>,
+    ) -> Result<Learner> {
+        let updates = steps * updates_per_step;
+        let mut opt = AdamW::new_named(policy.named_trainable_vars(), adamw(optim, updates))
+            .map_err(|e| perr(&p.id, e))?;
+        self.handed_optimizer(p, &mut opt)?;
+        let mut data = Data::new(&p.id, self.sampler_spec(p, batch as usize, steps), pools)?;
+        self.handed_cursor(p, &mut data)?;
+        Ok(Learner {
+            phase: p.id.clone(),
+            policy,
+            opt,
+            data,
+            eval: None,
+        })
+    }
 }
 
 /// Adds the phase's reference location to every checkpoint, so that a child whose hand-off
