@@ -1,3 +1,25 @@
 fn main() -> std::process::ExitCode {
+    tune_allocator();
     curric::cli::main()
 }
+
+/// glibc serves every allocation above its mmap threshold (128 KiB to start) with fresh pages
+/// and unmaps them on free, so each activation and gradient tensor of a training step costs
+/// page faults and zeroing: on 2 cores that was a third of a GRPO update (`curric bench`,
+/// nano: 935 → 645 ms; micro: 3.3 → 2.1 s). Keeping freed memory in the heap instead reuses
+/// it; peak memory is unchanged, since a step frees what the next one allocates.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // The largest threshold glibc accepts on 64-bit (4 MiB × sizeof(long)).
+    const MMAP_THRESHOLD: libc::c_int = 32 << 20;
+    const TRIM_THRESHOLD: libc::c_int = 1 << 30;
+    // SAFETY: mallopt only sets allocator parameters; it is called before any other thread
+    // exists, and a rejected value leaves glibc's default in place.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
