@@ -296,3 +296,37 @@ fn rows_sharing_an_image_match_rows_with_copies() {
     );
     assert!(d < 1e-5, "gradient differs by {d}");
 }
+
+#[test]
+fn rows_that_finish_leave_the_cached_batch_without_changing_any_completion() {
+    // The shipped base ends its answers at different lengths, so rows leave the cached
+    // decode batch at different steps; the uncached path keeps every row to the end.
+    let p = Policy::load(std::path::Path::new("models/shapes-base"), &Device::Cpu).unwrap();
+    let mut inp = inputs();
+    inp.extend([
+        PolicyInput {
+            image: None,
+            prompt: "A box has 9 coins. You take out 2 coins. How many coins are in the box now? \
+                     Answer with a number."
+                .into(),
+        },
+        PolicyInput {
+            image: Some(image(3)),
+            prompt:
+                "<image> Name every object in the image by colour and shape. Answer with a list."
+                    .into(),
+        },
+    ]);
+    let params = SamplingParams {
+        temperature: 1.0,
+        top_p: 1.0,
+        max_new_tokens: 40,
+    };
+    let seeds = [11, 12, 13, 14, 15];
+    let cached = p.sample(&inp, &params, &seeds, true).unwrap();
+    let full = p.sample(&inp, &params, &seeds, false).unwrap();
+    assert_eq!(cached, full);
+    let lens: std::collections::BTreeSet<usize> = cached.iter().map(|c| c.tokens.len()).collect();
+    assert!(lens.len() > 1, "all completions had one length: {lens:?}");
+    assert!(cached.iter().any(|c| !c.truncated), "no row finished early");
+}

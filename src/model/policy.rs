@@ -592,32 +592,45 @@ impl Policy {
             use_cache.then_some(&mut cache),
         )?;
         let mut last = dec.logits(&h.narrow(1, p - 1, 1)?.squeeze(1)?)?;
+        // With the cache, `alive[i]` is the input row at batch position i: a row leaves the
+        // batch when it ends. Without it, every row stays and finished ones decode padding.
+        let mut alive: Vec<usize> = (0..b).collect();
         for step in 0..params.max_new_tokens {
             let rows: Vec<Vec<f32>> = last.to_device(&Device::Cpu)?.to_vec2()?;
-            let mut step_ids = Vec::with_capacity(b);
-            for r in 0..b {
-                let t = if done[r] {
-                    self.pad
+            let mut step_ids = Vec::with_capacity(alive.len());
+            let mut keep = Vec::with_capacity(alive.len());
+            for (i, &r) in alive.iter().enumerate() {
+                if done[r] {
+                    step_ids.push(self.pad);
+                    continue;
+                }
+                let t = sample_row(&rows[i], params, &mut rngs[r]);
+                out[r].push(t);
+                if t == self.eos {
+                    done[r] = true;
                 } else {
-                    let t = sample_row(&rows[r], params, &mut rngs[r]);
-                    out[r].push(t);
-                    if t == self.eos {
-                        done[r] = true;
-                    }
-                    t
-                };
+                    keep.push(i);
+                }
                 step_ids.push(t);
             }
             if done.iter().all(|&d| d) || step + 1 == params.max_new_tokens {
                 break;
             }
-            // Finished rows keep decoding padding; their outputs are never read.
+            if use_cache && keep.len() < alive.len() {
+                let idx: Vec<u32> = keep.iter().map(|&i| i as u32).collect();
+                cache.keep_rows(&Tensor::from_vec(idx, keep.len(), dev)?)?;
+                valid = keep.iter().map(|&i| valid[i].clone()).collect();
+                next_pos = keep.iter().map(|&i| next_pos[i]).collect();
+                step_ids = keep.iter().map(|&i| step_ids[i]).collect();
+                alive = keep.iter().map(|&i| alive[i]).collect();
+            }
             for v in valid.iter_mut() {
                 v.push(true);
             }
-            let ids = Tensor::from_vec(step_ids, (b, 1), dev)?;
+            let n = alive.len();
+            let ids = Tensor::from_vec(step_ids, (n, 1), dev)?;
             if use_cache {
-                let pos = Tensor::from_vec(next_pos.clone(), (b, 1), dev)?;
+                let pos = Tensor::from_vec(next_pos.clone(), (n, 1), dev)?;
                 let mask = causal_mask(&valid, 1, dev)?;
                 let h =
                     dec.forward_embeds(&dec.embed(&ids)?, &pos, Some(&mask), Some(&mut cache))?;
