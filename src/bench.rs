@@ -23,6 +23,9 @@ pub struct BenchArgs {
     /// `cpu` or `cuda:N` (CUDA needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Tokens each completion decodes (the random-init presets never stop early).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub new_tokens: u64,
 }
 
 /// Runs `curric bench`, printing each preset's row as soon as it is measured.
@@ -32,12 +35,13 @@ pub fn run_cli(args: BenchArgs) -> std::process::ExitCode {
             quick: args.quick,
             presets: args.presets,
             device,
+            new_tokens: args.new_tokens as usize,
         };
         if let Err(code) = crate::out::stdout(&header()) {
             return Ok(Some(code));
         }
         for name in presets(&opts) {
-            let row = bench_preset(&name, opts.quick, &opts.device)?;
+            let row = bench_preset(&name, &opts)?;
             if let Err(code) = crate::out::stdout(&row_line(&row)) {
                 return Ok(Some(code));
             }
@@ -64,6 +68,8 @@ pub struct BenchOptions {
     /// Empty: nano and micro with `quick`, every preset otherwise.
     pub presets: Vec<String>,
     pub device: Device,
+    /// Tokens each completion decodes.
+    pub new_tokens: usize,
 }
 
 /// One preset's measurements.
@@ -94,7 +100,7 @@ impl BenchRow {
 pub fn run(opts: &BenchOptions) -> Result<Vec<BenchRow>, ModelError> {
     presets(opts)
         .iter()
-        .map(|p| bench_preset(p, opts.quick, &opts.device))
+        .map(|p| bench_preset(p, opts))
         .collect()
 }
 
@@ -269,10 +275,10 @@ fn time_matmuls(shapes: &[[usize; 4]], dev: &Device, reps: usize) -> Result<f64,
     Ok(best)
 }
 
-fn bench_preset(name: &str, quick: bool, dev: &Device) -> Result<BenchRow, ModelError> {
+fn bench_preset(name: &str, opts: &BenchOptions) -> Result<BenchRow, ModelError> {
+    let (quick, dev, new_tokens) = (opts.quick, &opts.device, opts.new_tokens);
     let p = Policy::tiny(name, 0, dev)?;
     let (inputs, seeds) = grpo_batch();
-    let new_tokens = 32;
     // Warm up allocator and kernels.
     rollout(&p, &inputs[..GROUP], &seeds[..GROUP], 2, true)?;
     let (tok_cache, roll_secs, comps) = rollout(&p, &inputs, &seeds, new_tokens, true)?;

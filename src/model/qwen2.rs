@@ -10,7 +10,66 @@ use super::nn::{attention, Linear, RmsNorm, RopeTables, Rotary};
 /// Per-layer keys and values `[B, KV, S, hd]` of the positions seen so far.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<LayerKv>>,
+}
+
+/// One layer's keys and values, `[B, KV, capacity, hd]`, of which the first `len` positions
+/// are filled. Appending writes in place and doubles the capacity when full, so decoding `T`
+/// tokens copies the cache O(log T) times instead of once per token.
+#[derive(Debug, Clone)]
+struct LayerKv {
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+impl LayerKv {
+    fn new(k: &Tensor, v: &Tensor) -> Result<Self> {
+        let t = k.dim(2)?;
+        let mut kv = LayerKv {
+            k: k.clone(),
+            v: v.clone(),
+            len: t,
+        };
+        // Room for the decode that usually follows a prefill.
+        kv.reserve(t.max(16))?;
+        Ok(kv)
+    }
+
+    fn capacity(&self) -> Result<usize> {
+        self.k.dim(2)
+    }
+
+    /// Grows the buffers to hold `extra` more positions.
+    fn reserve(&mut self, extra: usize) -> Result<()> {
+        let cap = self.capacity()?;
+        if self.len + extra <= cap {
+            return Ok(());
+        }
+        let new_cap = (self.len + extra).max(2 * cap);
+        let grow = |x: &Tensor| -> Result<Tensor> {
+            let (b, h, _, d) = x.dims4()?;
+            let buf = Tensor::zeros((b, h, new_cap, d), x.dtype(), x.device())?;
+            buf.slice_set(&x.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+            Ok(buf)
+        };
+        self.k = grow(&self.k)?;
+        self.v = grow(&self.v)?;
+        Ok(())
+    }
+
+    /// Appends `[B, KV, t, hd]` keys and values; returns views of everything cached.
+    fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let t = k.dim(2)?;
+        self.reserve(t)?;
+        self.k.slice_set(&k.contiguous()?, 2, self.len)?;
+        self.v.slice_set(&v.contiguous()?, 2, self.len)?;
+        self.len += t;
+        Ok((
+            self.k.narrow(2, 0, self.len)?,
+            self.v.narrow(2, 0, self.len)?,
+        ))
+    }
 }
 
 impl KvCache {
@@ -23,7 +82,7 @@ impl KvCache {
     /// Number of cached positions.
     pub fn len(&self) -> usize {
         match self.layers.first() {
-            Some(Some((k, _))) => k.dim(2).unwrap_or(0),
+            Some(Some(kv)) => kv.len,
             _ => 0,
         }
     }
@@ -35,9 +94,9 @@ impl KvCache {
     /// Keeps only the batch rows `rows` (in that order): finished sequences leave the decode
     /// batch instead of decoding padding until the longest one ends.
     pub fn keep_rows(&mut self, rows: &Tensor) -> Result<()> {
-        for (k, v) in self.layers.iter_mut().flatten() {
-            *k = k.index_select(rows, 0)?;
-            *v = v.index_select(rows, 0)?;
+        for kv in self.layers.iter_mut().flatten() {
+            kv.k = kv.k.index_select(rows, 0)?;
+            kv.v = kv.v.index_select(rows, 0)?;
         }
         Ok(())
     }
@@ -75,7 +134,7 @@ impl Attention {
         x: &Tensor,
         rope: &RopeTables,
         mask: Option<&Tensor>,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        cache: Option<&mut Option<LayerKv>>,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let split = |y: Tensor, h: usize| -> Result<Tensor> {
@@ -89,13 +148,10 @@ impl Attention {
         let q = rope.apply(&q)?;
         let k = rope.apply(&k)?;
         let (k, v) = match cache {
+            Some(Some(kv)) => kv.append(&k, &v)?,
             Some(slot) => {
-                let kv = match slot.take() {
-                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-                    None => (k, v),
-                };
-                *slot = Some(kv.clone());
-                kv
+                *slot = Some(LayerKv::new(&k, &v)?);
+                (k, v)
             }
             None => (k, v),
         };
