@@ -88,12 +88,46 @@ pub struct BenchRow {
     pub grpo_samples_s: f64,
     /// Peak resident memory of the process so far (VmHWM), MiB.
     pub peak_mib: f64,
+    /// This machine's f32 GEMM throughput, measured once at start (GFLOP/s).
+    pub gemm_gflops: f64,
+    /// Matmul FLOPs of the rollout (2 × decoder params per position, prefill and decode)
+    /// over its wall time (GFLOP/s).
+    pub rollout_gflops: f64,
+    /// Matmul FLOPs of the update (forward and both backward products of every matmul)
+    /// over its wall time (GFLOP/s).
+    pub update_gflops: f64,
 }
 
 impl BenchRow {
     pub fn update_over_matmul(&self) -> f64 {
         self.update_ms / self.matmul_ms
     }
+
+    /// Shares of the machine's GEMM throughput that the rollout and the update reach.
+    pub fn fractions_of_gemm(&self) -> (f64, f64) {
+        (
+            self.rollout_gflops / self.gemm_gflops,
+            self.update_gflops / self.gemm_gflops,
+        )
+    }
+}
+
+/// f32 GEMM throughput of `dev` in GFLOP/s: the best of a few `4736 × 256 × 768` products (a
+/// 3M-parameter model's projection over a GRPO batch).
+pub fn gemm_gflops(dev: &Device) -> Result<f64, ModelError> {
+    let (m, k, n) = (4736, 256, 768);
+    let a = Tensor::ones((m, k), DType::F32, dev)?;
+    let b = Tensor::ones((k, n), DType::F32, dev)?;
+    let mut best = f64::INFINITY;
+    // Best of many: one product takes ~10 ms on 2 cores, and a busy machine shows in a few.
+    for _ in 0..12 {
+        let t = Instant::now();
+        let y = a.matmul(&b)?;
+        dev.synchronize()?;
+        drop(y);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (m * k * n) as f64 / best / 1e9)
 }
 
 /// Runs the bench for every requested preset.
@@ -277,6 +311,7 @@ fn time_matmuls(shapes: &[[usize; 4]], dev: &Device, reps: usize) -> Result<f64,
 
 fn bench_preset(name: &str, opts: &BenchOptions) -> Result<BenchRow, ModelError> {
     let (quick, dev, new_tokens) = (opts.quick, &opts.device, opts.new_tokens);
+    let gemm = gemm_gflops(dev)?;
     let p = Policy::tiny(name, 0, dev)?;
     let (inputs, seeds) = grpo_batch();
     // Warm up allocator and kernels.
@@ -325,6 +360,12 @@ fn bench_preset(name: &str, opts: &BenchOptions) -> Result<BenchRow, ModelError>
     let images = inputs.iter().filter(|i| i.image.is_some()).count();
     let shapes = matmul_shapes(p.config(), inputs.len(), prompt_len + comp, comp, images);
     let matmul_ms = time_matmuls(&shapes, dev, if quick { 1 } else { 2 })?;
+    let update_flops: f64 = shapes
+        .iter()
+        .map(|[b, m, k, n]| 2.0 * (b * m * k * n) as f64)
+        .sum();
+    let positions: usize = comps.iter().map(|c| prompt_len + c.len()).sum();
+    let rollout_flops = 2.0 * p.num_params() as f64 * positions as f64;
     Ok(BenchRow {
         preset: name.to_string(),
         params: p.num_params(),
@@ -336,6 +377,9 @@ fn bench_preset(name: &str, opts: &BenchOptions) -> Result<BenchRow, ModelError>
         matmul_ms,
         grpo_samples_s: inputs.len() as f64 / (roll_secs + update_ms / 1e3),
         peak_mib: peak_rss_mib(),
+        gemm_gflops: gemm,
+        rollout_gflops: rollout_flops / roll_secs / 1e9,
+        update_gflops: update_flops / (update_ms / 1e3) / 1e9,
     })
 }
 
@@ -364,8 +408,9 @@ pub fn render(rows: &[BenchRow]) -> String {
 fn header() -> String {
     format!(
         "batch: {GROUP} completions x {PROMPTS} prompts; update = logprobs + GRPO loss + backward + clipped AdamW;\n\
-         no-kv measured on 2-4 prompts' groups, kv x = kv / no-kv on that same partial batch\n\
-         {:<7} {:>10} {:>7} {:>12} {:>12} {:>7} {:>10} {:>10} {:>9} {:>10} {:>9}\n",
+         no-kv measured on 2-4 prompts' groups, kv x = kv / no-kv on that same partial batch;\n\
+         GF/s = matmul GFLOP/s achieved, % = share of this machine's GEMM GFLOP/s (gemm)\n\
+         {:<7} {:>10} {:>7} {:>12} {:>12} {:>7} {:>10} {:>10} {:>9} {:>10} {:>9} {:>7} {:>8} {:>6} {:>8} {:>6}\n",
         "preset",
         "params",
         "tokens",
@@ -376,13 +421,18 @@ fn header() -> String {
         "matmul ms",
         "upd/mm",
         "samples/s",
-        "peak MiB"
+        "peak MiB",
+        "gemm",
+        "roll GF/s",
+        "roll %",
+        "upd GF/s",
+        "upd %"
     )
 }
 
 fn row_line(r: &BenchRow) -> String {
     format!(
-        "{:<7} {:>10} {:>7} {:>12.0} {:>12.0} {:>7.1} {:>10.1} {:>10.1} {:>9.2} {:>10.1} {:>9.0}\n",
+        "{:<7} {:>10} {:>7} {:>12.0} {:>12.0} {:>7.1} {:>10.1} {:>10.1} {:>9.2} {:>10.1} {:>9.0} {:>7.0} {:>8.1} {:>6.1} {:>8.1} {:>6.1}\n",
         r.preset,
         r.params,
         r.new_tokens,
@@ -393,7 +443,12 @@ fn row_line(r: &BenchRow) -> String {
         r.matmul_ms,
         r.update_over_matmul(),
         r.grpo_samples_s,
-        r.peak_mib
+        r.peak_mib,
+        r.gemm_gflops,
+        r.rollout_gflops,
+        100.0 * r.fractions_of_gemm().0,
+        r.update_gflops,
+        100.0 * r.fractions_of_gemm().1
     )
 }
 
@@ -430,10 +485,14 @@ mod tests {
             matmul_ms: 100.0,
             grpo_samples_s: 50.0,
             peak_mib: 10.0,
+            gemm_gflops: 100.0,
+            rollout_gflops: 20.0,
+            update_gflops: 60.0,
         };
         assert!((row.update_over_matmul() - 3.0).abs() < 1e-12);
+        assert_eq!(row.fractions_of_gemm(), (0.2, 0.6));
         let t = render(&[row.clone(), row]);
-        assert_eq!(t.lines().count(), 5);
-        assert!(t.lines().nth(3).unwrap().starts_with("nano"));
+        assert_eq!(t.lines().count(), 6);
+        assert!(t.lines().nth(4).unwrap().starts_with("nano"));
     }
 }
