@@ -443,28 +443,31 @@ pub enum PhaseKind {
     Eval,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LrSchedule {
+    #[default]
     Constant,
     Cosine,
 }
 
 /// Estimator of KL(π_θ ‖ π_ref) per token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KlEstimator {
     /// logp − ref.
     K1,
     /// exp(ref − logp) − (ref − logp) − 1 (verl's `low_var_kl`), clamped to [−10, 10].
+    #[default]
     K3,
 }
 
 /// How the per-token loss matrix becomes one number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LossAgg {
     /// Sum over all masked tokens / number of masked tokens (DAPO; TRL/verl default).
+    #[default]
     TokenMean,
     /// Mean over sequences of each sequence's token mean (original GRPO).
     SeqMeanTokenMean,
@@ -474,10 +477,11 @@ pub enum LossAgg {
 }
 
 /// How rewards become advantages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AdvantageScaling {
     /// (r − group mean) / (group std + eps): GRPO.
+    #[default]
     Group,
     /// (r − group mean) / (batch std + eps): TRL's `scale_rewards="batch"`.
     Batch,

@@ -539,19 +539,29 @@ impl StageKeys<'_, '_> {
         }
     }
 
-    /// A choice key as its enum.
-    fn word<T: serde::de::DeserializeOwned>(&mut self, k: &str) -> T {
-        let written = match (self.row(k).map(|r| r.value), (self.val)(k)) {
-            (Some(keys::Value::Choice(ws)), Some(e)) => self
-                .ctx
-                .choice(e, k, ws)
-                .and_then(|i| from_word::<T>(ws[i])),
-            _ => None,
+    /// A choice key as its enum. A word the table allows but the enum does not know is a
+    /// bug in curric's key table, reported as such rather than silently replaced.
+    fn word<T: serde::de::DeserializeOwned + Default>(&mut self, k: &str) -> T {
+        let (written, span) = match (self.row(k).map(|r| r.value), (self.val)(k)) {
+            (Some(keys::Value::Choice(ws)), Some(e)) => {
+                (self.ctx.choice(e, k, ws).map(|i| ws[i]), Some(e.span))
+            }
+            _ => (None, None),
         };
-        match written.or_else(|| from_word::<T>(keys::word(k, self.kind))) {
+        let word = written.unwrap_or_else(|| keys::word(k, self.kind));
+        match from_word::<T>(word) {
             Some(t) => t,
-            // The table's own test checks that every choice default parses.
-            None => unreachable!("key table: default of `{k}` is not a value of its type"),
+            None => {
+                self.ctx.push(
+                    Diag::error(
+                        ErrorKind::Internal,
+                        span.unwrap_or_default(),
+                        format!("internal: `{k} = {word}` is in curric's key table but not in its settings"),
+                    )
+                    .help("this is a bug in curric; please report it"),
+                );
+                T::default()
+            }
         }
     }
 }
