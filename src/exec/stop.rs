@@ -243,7 +243,7 @@ mod tests {
             elapsed_s: 4.0,
             ..Default::default()
         };
-        assert_eq!(c.observe(&mut st, &o).as_deref(), Some("time(10s)"));
+        assert_eq!(c.observe(&mut st, &o).as_deref(), Some("time(\"10s\")"));
     }
 
     #[test]

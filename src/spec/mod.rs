@@ -396,9 +396,10 @@ impl fmt::Display for Stop {
             Stop::Steps { n } => write!(f, "steps({n})"),
             Stop::Epochs { n } => write!(f, "epochs({n})"),
             Stop::Samples { n } => write!(f, "samples({n})"),
+            // As the language writes it: the duration is a string.
             Stop::Time { seconds } => write!(
                 f,
-                "time({})",
+                "time(\"{}\")",
                 humantime::format_duration(std::time::Duration::from_secs(*seconds))
             ),
             Stop::Plateau { window, delta } => write!(f, "plateau({window}, {delta})"),
