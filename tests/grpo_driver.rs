@@ -204,6 +204,17 @@ fn cfg(g: u64, prompts: u64) -> GrpoConfig {
     }
 }
 
+/// The toy policy's logit table, flattened.
+fn weights(policy: &Toy) -> Vec<f32> {
+    policy
+        .table
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
 fn opt(policy: &Toy, lr: f64) -> AdamW {
     AdamW::new(
         policy.trainable_vars(),
@@ -304,13 +315,7 @@ fn same_seed_same_run_and_mu_two_moves_ratio() {
                 .unwrap(),
             );
         }
-        let table: Vec<f32> = policy
-            .table
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let table = weights(&policy);
         (ms, table, opt.steps())
     };
     let (a, ta, _) = run(1, 32);
@@ -362,13 +367,7 @@ fn micro_batches_accumulate_to_the_same_update_with_smaller_passes() {
                 )
                 .unwrap();
             }
-            let w: Vec<f32> = policy
-                .table
-                .as_tensor()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let w = weights(&policy);
             (w, policy.max_rows.get())
         };
         let (whole, rows_whole) = run(32);
@@ -410,13 +409,7 @@ fn kl_to_a_frozen_reference() {
     // Identical at step 0, so KL 0; the policy then drifts away from the frozen reference.
     assert!(kls[0].abs() < 1e-6, "{kls:?}");
     assert!(kls[9] > 1e-3, "{kls:?}");
-    let frozen: Vec<f32> = reference
-        .table
-        .as_tensor()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let frozen = weights(&reference);
     assert!(
         frozen.iter().all(|&x| x == 0.0),
         "the reference never moves"
@@ -593,13 +586,7 @@ fn truncated_completions_can_be_masked() {
     assert_eq!(m.truncated_frac, 1.0);
     assert_eq!(m.loss, 0.0);
     assert_eq!(m.grad_norm, 0.0);
-    let after: Vec<f32> = policy
-        .table
-        .as_tensor()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let after = weights(&policy);
     assert_eq!(after, t);
 }
 
@@ -716,23 +703,11 @@ fn nan_in_the_loss_stops_the_step_and_updates_nothing() {
         .table
         .set(&Tensor::from_vec(t, (4, 3, V), &Device::Cpu).unwrap())
         .unwrap();
-    let before: Vec<f32> = policy
-        .table
-        .as_tensor()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let before = weights(&policy);
     let err = grpo_step(&policy, None, &mut opt, &accuracy_set(), &c, 5, cycler(4)).unwrap_err();
     assert!(matches!(err, GrpoError::NonFinite { step: 5, .. }), "{err}");
     assert!(err.to_string().contains("step 5"));
-    let after: Vec<f32> = policy
-        .table
-        .as_tensor()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let after = weights(&policy);
     assert_eq!(after[2..], before[2..], "no parameter moved");
     assert_eq!(opt.steps(), 0);
 }

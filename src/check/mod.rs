@@ -213,6 +213,16 @@ mod tests {
     }
 
     #[test]
+    fn unset_grpo_keys_take_the_same_defaults_as_grpo_settings_default() {
+        // Both read the key table; a key the checker looked up under another name would
+        // leave its default here and differ.
+        let c = check("stage a { mix = p  reward = r  stop = steps(1) }\n");
+        let cur = c.curriculum.expect("clean");
+        let g = cur.stages[0].settings.grpo().expect("grpo");
+        assert_eq!(*g, GrpoSettings::default());
+    }
+
+    #[test]
     fn defaults_extends_and_own_keys_layer_in_order() {
         let c = check(
             "defaults { lr = 1e-5  group_size = 4  stop = steps(3)  reward = r }\n\

@@ -439,7 +439,13 @@ impl Sampler {
 
     /// The prompts of the current step (`batch_size` of them); advances to the next step.
     pub fn next_step(&mut self) -> Vec<Drawn> {
-        let out = self.draw(self.spec.batch_size);
+        self.next_step_of(self.spec.batch_size)
+    }
+
+    /// One step that draws `k` prompts instead of the batch size (a probe's last step of an
+    /// epoch takes what is left): the mix schedule moves on as after [`Sampler::next_step`].
+    pub fn next_step_of(&mut self, k: usize) -> Vec<Drawn> {
+        let out = self.draw(k);
         self.state.step += 1;
         out
     }

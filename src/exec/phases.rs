@@ -472,7 +472,7 @@ impl PhaseTrainer for ProbeTrainer {
         }
         let left = if size == 0 { 0 } else { size - drawn % size };
         let k = (self.batch as u64).min(left).max(1) as usize;
-        let picks = self.data.sampler.draw(k);
+        let picks = self.data.sampler.next_step_of(k);
         let samples: Vec<Sample> = picks
             .iter()
             .map(|d| self.data.sampler.sample(d).clone())

@@ -627,9 +627,9 @@ impl Policy {
             for v in valid.iter_mut() {
                 v.push(true);
             }
-            let n = alive.len();
-            let ids = Tensor::from_vec(step_ids, (n, 1), dev)?;
             if use_cache {
+                let n = alive.len();
+                let ids = Tensor::from_vec(step_ids, (n, 1), dev)?;
                 let pos = Tensor::from_vec(next_pos.clone(), (n, 1), dev)?;
                 let mask = causal_mask(&valid, 1, dev)?;
                 let h =

@@ -729,13 +729,6 @@ impl Settings {
         }
     }
 
-    pub fn sft(&self) -> Option<&SftSettings> {
-        match self {
-            Settings::Sft(s) => Some(s),
-            _ => None,
-        }
-    }
-
     pub fn probe(&self) -> Option<&ProbeSettings> {
         match self {
             Settings::Probe(p) => Some(p),
