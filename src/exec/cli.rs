@@ -168,6 +168,36 @@ pub enum ExportCommand {
         #[arg(long)]
         phase: Option<String>,
     },
+    /// A curriculum as EasyR1 jobs for a Ray cluster: per phase a complete config.yaml, its
+    /// data in curric's order, reward.py and run.sh; pipeline.sh runs them in order.
+    Easyr1(Easyr1Args),
+}
+
+#[derive(Args, Debug)]
+pub struct Easyr1Args {
+    /// The `.curr` file.
+    pub file: PathBuf,
+    /// The directory to write (created; files in it are replaced).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The start weights EasyR1 loads: a Hugging Face id or a checkpoint directory (needed
+    /// when the curriculum's model is curric's built-in tiny VLM).
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    pub nodes: u64,
+    #[arg(long, default_value_t = 8)]
+    pub gpus_per_node: u64,
+    /// Export despite a listed difference from curric (e.g. `mask_truncated`); the manifest
+    /// records it.
+    #[arg(long)]
+    pub accept: Vec<String>,
+    /// A probe's results.jsonl: write the data of the phases whose levels come from it.
+    #[arg(long)]
+    pub pass_rates: Option<PathBuf>,
+    /// Write only this phase's directory (with --pass-rates, what pipeline.sh does).
+    #[arg(long)]
+    pub only: Option<String>,
 }
 
 pub fn export(cmd: ExportCommand) -> ExitCode {
@@ -193,5 +223,50 @@ pub fn export(cmd: ExportCommand) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        ExportCommand::Easyr1(args) => export_easyr1(args),
+    }
+}
+
+fn export_easyr1(args: Easyr1Args) -> ExitCode {
+    let (c, _) = match crate::check::load(&args.file) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let plan = match crate::plan::plan(&c) {
+        Ok(p) => p,
+        Err(e) => {
+            crate::errln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = super::easyr1::ExportOptions {
+        out: args.out.clone(),
+        curriculum_file: std::fs::canonicalize(&args.file).unwrap_or(args.file.clone()),
+        model: args.model,
+        nodes: args.nodes.max(1),
+        gpus_per_node: args.gpus_per_node.max(1),
+        accept: args.accept,
+        pass_rates: args.pass_rates,
+        only: args.only,
+    };
+    match super::easyr1::export(&plan, &opts) {
+        Ok(m) => {
+            crate::errln!(
+                "wrote {} phase(s) of {} for EasyR1 {} to {}",
+                opts.only.as_ref().map_or(m.phases.len(), |_| 1),
+                m.curriculum,
+                &m.easyr1_commit[..7],
+                args.out.display()
+            );
+            if opts.only.is_none() {
+                crate::out::print(&super::easyr1::describe(&m))
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            crate::errln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

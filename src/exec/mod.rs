@@ -8,12 +8,14 @@
 //! - [`driver`]: the step loop shared by every phase kind (stop, checkpoint, resume, Ctrl-C);
 //! - [`progress`]: progress bars and interrupt handling; [`report`]: `curric report`;
 //! - [`compare`]: `curric compare`, the grid over seeds and its table; [`export`]: a finished
-//!   phase's weights as a model directory with its provenance.
+//!   phase's weights as a model directory with its provenance; [`easyr1`]: a curriculum as
+//!   EasyR1 jobs for a cluster.
 
 pub mod checkpoint;
 pub mod cli;
 pub mod compare;
 pub mod driver;
+pub mod easyr1;
 pub mod error;
 pub mod eval;
 pub mod export;

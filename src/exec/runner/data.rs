@@ -3,135 +3,129 @@
 
 use super::*;
 
-impl Ctx<'_> {
-    /// The phase's pools, with pass rates (and pass-rate levels) applied and the
-    /// capability filter done; the other filters go to the sampler.
-    pub(super) fn pools(
-        &self,
-        p: &Phase,
-        table: &PassRateTable,
-    ) -> Result<Vec<(String, Vec<Sample>)>> {
-        let bands = match &p.difficulty.source {
-            LevelSource::Suite => None,
-            _ => {
-                let band = |l: Level| {
-                    p.difficulty
-                        .bands
-                        .get(&l)
-                        .map_or((0.0, 1.0), |b| (b.lo, b.hi))
-                };
-                Some(LevelBands::declared(
-                    band(Level::Easy),
-                    band(Level::Medium),
-                    band(Level::Hard),
-                ))
-            }
-        };
-        let mut out = Vec::new();
-        for s in &p.sources {
-            let mut samples = match &s.kind {
-                SourceKind::Suite {
-                    capability,
-                    levels,
-                    n,
-                    seed,
-                    families,
-                } => {
-                    let cap = crate::data::Capability::new(capability.clone());
-                    let mut all = Vec::new();
-                    for l in levels {
-                        all.extend(
-                            suite::generate_families(&cap, *l, *n as usize, *seed, families)
-                                .map_err(|e| perr(&p.id, e))?,
-                        );
-                    }
-                    all
-                }
-                SourceKind::Jsonl { resolved, .. } => {
-                    crate::data::jsonl::read(Path::new(resolved), &Default::default())
-                        .map_err(|e| perr(&p.id, e))?
-                        .samples
-                }
+/// The phase's pools, with pass rates (and pass-rate levels) applied and the capability
+/// filter done; the other filters go to the sampler.
+pub(crate) fn pools(p: &Phase, table: &PassRateTable) -> Result<Vec<(String, Vec<Sample>)>> {
+    let bands = match &p.difficulty.source {
+        LevelSource::Suite => None,
+        _ => {
+            let band = |l: Level| {
+                p.difficulty
+                    .bands
+                    .get(&l)
+                    .map_or((0.0, 1.0), |b| (b.lo, b.hi))
             };
-            if let Some(cap) = &s.filters.capability {
-                samples.retain(|x| x.capability.as_str() == cap);
-            }
-            table.apply(&mut samples, bands.as_ref());
-            out.push((s.name.clone(), samples));
+            Some(LevelBands::declared(
+                band(Level::Easy),
+                band(Level::Medium),
+                band(Level::Hard),
+            ))
         }
-        Ok(out)
-    }
-
-    pub(super) fn sampler_spec(&self, p: &Phase, batch: usize, steps: u64) -> SamplerSpec {
-        let by = match p.difficulty.source {
-            LevelSource::Suite => DifficultyKey::Level,
-            _ => DifficultyKey::PassRate,
-        };
-        let filter = |f: &Filters| FilterSpec {
-            band: f.pass_rate.map(|b| (b.lo, b.hi)),
-            drop_solved: f.drop_solved,
-            drop_unsolved: f.drop_unsolved,
-            levels: f.difficulty.clone(),
-        };
-        let sources = p
-            .sources
-            .iter()
-            .map(|s| SourceSpec {
-                name: s.name.clone(),
-                order: p.order.clone(),
-                by,
-                filter: filter(&s.filters),
-            })
-            .collect();
-        let mix = |entries: &[crate::spec::MixEntry]| {
-            MixSpec::new(entries.iter().map(|e| (e.source.clone(), e.weight)))
-        };
-        let schedule = match &p.mix {
-            None => ScheduleSpec::Constant {
-                mix: MixSpec::new(p.sources.iter().map(|s| (s.name.clone(), 1.0))),
-            },
-            Some(m) => match (&m.to, m.schedule) {
-                (None, _) | (Some(_), Schedule::Constant) => {
-                    ScheduleSpec::Constant { mix: mix(&m.from) }
+    };
+    let mut out = Vec::new();
+    for s in &p.sources {
+        let mut samples = match &s.kind {
+            SourceKind::Suite {
+                capability,
+                levels,
+                n,
+                seed,
+                families,
+            } => {
+                let cap = crate::data::Capability::new(capability.clone());
+                let mut all = Vec::new();
+                for l in levels {
+                    all.extend(
+                        suite::generate_families(&cap, *l, *n as usize, *seed, families)
+                            .map_err(|e| perr(&p.id, e))?,
+                    );
                 }
-                (Some(to), Schedule::Linear) => ScheduleSpec::Linear {
-                    from: mix(&m.from),
-                    to: mix(to),
-                },
-                (Some(to), Schedule::Cosine) => ScheduleSpec::Cosine {
-                    from: mix(&m.from),
-                    to: mix(to),
-                },
-            },
-        };
-        SamplerSpec {
-            sources,
-            schedule,
-            batch_size: batch,
-            steps: steps.max(1),
-            seed: p.seed,
-        }
-    }
-
-    /// Held-out samples: `n` per capability × level, from the suite's eval split.
-    pub(super) fn eval_samples(
-        &self,
-        p: &Phase,
-        caps: &[String],
-        levels: &[Level],
-        n: u64,
-    ) -> Result<Vec<Sample>> {
-        let mut out = Vec::new();
-        for c in caps {
-            let cap = crate::data::Capability::new(c.clone());
-            for l in levels {
-                out.extend(
-                    suite::eval_split(&cap, *l, n as usize, p.seed).map_err(|e| perr(&p.id, e))?,
-                );
+                all
             }
+            SourceKind::Jsonl { resolved, .. } => {
+                crate::data::jsonl::read(Path::new(resolved), &Default::default())
+                    .map_err(|e| perr(&p.id, e))?
+                    .samples
+            }
+        };
+        if let Some(cap) = &s.filters.capability {
+            samples.retain(|x| x.capability.as_str() == cap);
         }
-        Ok(out)
+        table.apply(&mut samples, bands.as_ref());
+        out.push((s.name.clone(), samples));
     }
+    Ok(out)
+}
+
+/// The sampler a phase draws `batch` prompts per step from, its mix laid out over `steps`.
+pub(crate) fn sampler_spec(p: &Phase, batch: usize, steps: u64) -> SamplerSpec {
+    let by = match p.difficulty.source {
+        LevelSource::Suite => DifficultyKey::Level,
+        _ => DifficultyKey::PassRate,
+    };
+    let filter = |f: &Filters| FilterSpec {
+        band: f.pass_rate.map(|b| (b.lo, b.hi)),
+        drop_solved: f.drop_solved,
+        drop_unsolved: f.drop_unsolved,
+        levels: f.difficulty.clone(),
+    };
+    let sources = p
+        .sources
+        .iter()
+        .map(|s| SourceSpec {
+            name: s.name.clone(),
+            order: p.order.clone(),
+            by,
+            filter: filter(&s.filters),
+        })
+        .collect();
+    let mix = |entries: &[crate::spec::MixEntry]| {
+        MixSpec::new(entries.iter().map(|e| (e.source.clone(), e.weight)))
+    };
+    let schedule = match &p.mix {
+        None => ScheduleSpec::Constant {
+            mix: MixSpec::new(p.sources.iter().map(|s| (s.name.clone(), 1.0))),
+        },
+        Some(m) => match (&m.to, m.schedule) {
+            (None, _) | (Some(_), Schedule::Constant) => {
+                ScheduleSpec::Constant { mix: mix(&m.from) }
+            }
+            (Some(to), Schedule::Linear) => ScheduleSpec::Linear {
+                from: mix(&m.from),
+                to: mix(to),
+            },
+            (Some(to), Schedule::Cosine) => ScheduleSpec::Cosine {
+                from: mix(&m.from),
+                to: mix(to),
+            },
+        },
+    };
+    SamplerSpec {
+        sources,
+        schedule,
+        batch_size: batch,
+        steps: steps.max(1),
+        seed: p.seed,
+    }
+}
+
+/// Held-out samples: `n` per capability × level, from the suite's eval split.
+pub(crate) fn eval_samples(
+    p: &Phase,
+    caps: &[String],
+    levels: &[Level],
+    n: u64,
+) -> Result<Vec<Sample>> {
+    let mut out = Vec::new();
+    for c in caps {
+        let cap = crate::data::Capability::new(c.clone());
+        for l in levels {
+            out.extend(
+                suite::eval_split(&cap, *l, n as usize, p.seed).map_err(|e| perr(&p.id, e))?,
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// Every prompt a phase can draw must fit the model's context with room for its answer.

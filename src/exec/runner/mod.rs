@@ -54,6 +54,7 @@ use crate::spec::{
     Settings, SourceKind, Stop,
 };
 use data::{check_prompt_lengths, validate_sources};
+pub(crate) use data::{eval_samples, pools, sampler_spec};
 pub use inputs::{phase_inputs, phase_spec, status};
 
 /// How `curric run` was asked to run.
@@ -310,7 +311,7 @@ fn execute(
     let (mut policy, start) = ctx.start_policy(p)?;
     policy.set_frozen(&p.freeze);
     let table = ctx.pass_rates(p)?;
-    let pools = ctx.pools(p, &table)?;
+    let pools = data::pools(p, &table)?;
     check_prompt_lengths(p, &policy, &pools, settings.max_new_tokens() as usize)?;
     let epoch_samples: u64 = pools.iter().map(|(_, s)| s.len() as u64).sum();
     let per_step = settings.prompts_per_step();
@@ -326,7 +327,7 @@ fn execute(
     let eval_set = match eval_n(stop) {
         Some(n) => Some((
             EvalSet {
-                samples: ctx.eval_samples(p, std::slice::from_ref(&p.capability), &p.levels, n)?,
+                samples: data::eval_samples(p, std::slice::from_ref(&p.capability), &p.levels, n)?,
                 rewards: rewards(p)?,
                 max_new_tokens: settings.max_new_tokens() as usize,
                 greedy: true,
@@ -383,7 +384,7 @@ fn execute(
             phase: p.id.clone(),
             data: Data::new(
                 &p.id,
-                ctx.sampler_spec(p, pr.batch_size as usize, horizon),
+                data::sampler_spec(p, pr.batch_size as usize, horizon),
                 pools,
             )?,
             policy,
@@ -457,7 +458,7 @@ impl Ctx<'_> {
         let mut opt = AdamW::new_named(policy.named_trainable_vars(), adamw(optim, updates))
             .map_err(|e| perr(&p.id, e))?;
         self.handed_optimizer(p, &mut opt)?;
-        let mut data = Data::new(&p.id, self.sampler_spec(p, batch as usize, steps), pools)?;
+        let mut data = Data::new(&p.id, data::sampler_spec(p, batch as usize, steps), pools)?;
         self.handed_cursor(p, &mut data)?;
         Ok(Learner {
             phase: p.id.clone(),
@@ -511,7 +512,7 @@ fn eval_phase(
 ) -> Result<PhaseEnd> {
     let total = ctx.plan.phases.len();
     let (policy, start) = ctx.start_policy(p)?;
-    let samples = ctx.eval_samples(p, &e.capabilities, &e.levels, e.n)?;
+    let samples = data::eval_samples(p, &e.capabilities, &e.levels, e.n)?;
     let progress = PhaseProgress::new(ctx.opts.quiet, index + 1, total, &p.id, "eval", None);
     let set = EvalSet {
         samples,
