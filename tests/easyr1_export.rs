@@ -379,16 +379,14 @@ stage rl { after = probe kind = grpo mix = s levels = [easy] stop = steps(2)
                                "ground_truth": r["ground_truth"]}));
         }
     }
-    let script = format!(
-        "import importlib.util, json, sys\n\
+    let script = "import importlib.util, json, sys\n\
          spec = importlib.util.spec_from_file_location('r', 'reward.py')\n\
          m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n\
-         cfg = {{'results': 'results.jsonl', 'pass_threshold': 0.9}}\n\
+         cfg = {'results': 'results.jsonl', 'pass_threshold': 0.9}\n\
          s = m.compute_score(json.loads(sys.stdin.read()), **cfg)\n\
-         assert all('overall' in x for x in s)\n"
-    );
+         assert all('overall' in x for x in s)\n";
     let mut child = Command::new("python3")
-        .args(["-c", &script])
+        .args(["-c", script])
         .current_dir(out.join("01_probe"))
         .stdin(std::process::Stdio::piped())
         .spawn()
