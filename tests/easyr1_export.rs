@@ -4,62 +4,22 @@
 //! golden table exactly as curric's Rust rewards do; a probe's results become the next
 //! phases' data.
 //!
-//! The Python side needs `omegaconf==2.3.0`; when the interpreter lacks it, it is installed
-//! from the package index into the test's own directory.
+//! The Python side needs `omegaconf==2.3.0` (see `support/python.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use curric::data::{Capability, Sample};
 use curric::exec::easyr1::{self, ExportError, ExportOptions};
 use curric::model::Completion;
 use serde_json::{json, Value};
 
+#[path = "support/python.rs"]
+mod python;
+use python::{python_path, validator};
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn validator() -> PathBuf {
-    let p = root().join("../shared/easyr1/validate.py");
-    assert!(
-        p.exists(),
-        "{} is missing: the EasyR1 validator comes with ../shared",
-        p.display()
-    );
-    p
-}
-
-/// PYTHONPATH under which `import omegaconf` works (installing it once if needed).
-fn python_path() -> &'static str {
-    static PATH: OnceLock<String> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let has = |pp: &str| {
-            Command::new("python3")
-                .args([
-                    "-c",
-                    "import omegaconf, yaml; assert omegaconf.__version__ == '2.3.0'",
-                ])
-                .env("PYTHONPATH", pp)
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if has("") {
-            return String::new();
-        }
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("easyr1-py");
-        let dir = dir.display().to_string();
-        if !has(&dir) {
-            let st = Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "--target", &dir])
-                .arg("omegaconf==2.3.0")
-                .status()
-                .expect("python3 runs");
-            assert!(st.success(), "pip install omegaconf==2.3.0 failed");
-        }
-        assert!(has(&dir), "omegaconf 2.3.0 not importable from {dir}");
-        dir
-    })
 }
 
 /// Runs validate.py on `dir/config.yaml` from `dir`, as EasyR1 would run there, with the

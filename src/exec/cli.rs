@@ -52,6 +52,35 @@ pub struct RunArgs {
     /// Testing: exit like a crash after N steps of the first phase that runs.
     #[arg(long, hide = true)]
     pub stop_after_steps: Option<u64>,
+    /// Where phases train: curric's own trainer, or EasyR1 on Ray (one launch per phase or
+    /// chunk, from an EasyR1 checkout on the head node).
+    #[arg(long, value_enum, default_value_t = Backend::Candle)]
+    pub backend: Backend,
+    /// easyr1: the EasyR1 checkout.
+    #[arg(long, required_if_eq("backend", "easyr1"))]
+    pub easyr1: Option<PathBuf>,
+    /// easyr1: the interpreter EasyR1 runs under.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// easyr1: the start weights, a Hugging Face id or directory (see `curric export easyr1`).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// easyr1: export despite a listed difference (e.g. `mask_truncated`).
+    #[arg(long)]
+    pub accept: Vec<String>,
+    #[arg(long, default_value_t = 1)]
+    pub nodes: u64,
+    #[arg(long, default_value_t = 8)]
+    pub gpus_per_node: u64,
+    /// easyr1: steps per launch when curric evaluates the stop condition between launches.
+    #[arg(long, default_value_t = 25)]
+    pub chunk_steps: u64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Candle,
+    Easyr1,
 }
 
 /// Exit code of a run that a test hook cut short, like a killed process.
@@ -74,6 +103,9 @@ pub fn run(args: RunArgs) -> ExitCode {
         .run_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(super::rundir::sanitize(&plan.name)));
+    if args.backend == Backend::Easyr1 {
+        return run_easyr1(&args, &plan, run_dir);
+    }
     let opts = super::runner::RunOptions {
         run_dir: run_dir.clone(),
         device: args.device.clone(),
@@ -123,6 +155,46 @@ pub fn run(args: RunArgs) -> ExitCode {
         }
         Err(e) => {
             crate::errln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_easyr1(args: &RunArgs, plan: &crate::plan::Plan, run_dir: PathBuf) -> ExitCode {
+    let opts = super::easyr1::DriveOptions {
+        run_dir: run_dir.clone(),
+        easyr1: args.easyr1.clone().unwrap_or_default(),
+        python: args.python.clone(),
+        model: args.model.clone(),
+        nodes: args.nodes.max(1),
+        gpus_per_node: args.gpus_per_node.max(1),
+        accept: args.accept.clone(),
+        chunk_steps: args.chunk_steps.max(1),
+        quiet: args.quiet,
+    };
+    let file = std::fs::canonicalize(&args.file).unwrap_or(args.file.clone());
+    let t0 = std::time::Instant::now();
+    match super::easyr1::drive(plan, &file, &opts) {
+        Ok(outcomes) => {
+            let ran = outcomes
+                .iter()
+                .filter(|o| matches!(o, super::runner::PhaseOutcome::Ran { .. }))
+                .count();
+            crate::errln!(
+                "{}: {ran} phase(s) ran on EasyR1, {} fresh, in {:.1}s; see `curric report {}`",
+                plan.name,
+                outcomes.len() - ran,
+                t0.elapsed().as_secs_f64(),
+                run_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            crate::errln!("error: {e}");
+            crate::errln!(
+                "resume with `curric run {} --backend easyr1 …` (same flags, same --run-dir)",
+                args.file.display()
+            );
             ExitCode::FAILURE
         }
     }

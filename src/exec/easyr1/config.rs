@@ -127,6 +127,10 @@ pub struct Job {
     /// The phase's stop condition as the `.curr` file writes it.
     pub stop: String,
     pub val_only: bool,
+    /// Validate every this many steps (-1: only after training).
+    pub val_freq: i64,
+    /// Checkpoint every this many steps (-1: only at the end).
+    pub save_freq: i64,
     /// `val_override_config` for the validation rollouts.
     pub val_rollout: Value,
     pub format_prompt: Option<&'static str>,
@@ -532,14 +536,11 @@ fn trainer(cfg: &mut Config, c: &Common<'_>, job: &Job, g: Option<&GrpoSettings>
         None => cfg.set(&format!("{t}.max_try_make_batch"), 20),
     }
     cfg.set(&format!("{t}.critic_warmup"), 0);
-    cfg.set(&format!("{t}.val_freq"), -1);
+    cfg.set(&format!("{t}.val_freq"), job.val_freq);
     cfg.set(&format!("{t}.val_before_train"), job.val_only);
     cfg.set(&format!("{t}.val_only"), job.val_only);
     cfg.set(&format!("{t}.val_generations_to_log"), 0);
-    cfg.set(
-        &format!("{t}.save_freq"),
-        if job.val_only { -1 } else { 25 },
-    );
+    cfg.set(&format!("{t}.save_freq"), job.save_freq);
     cfg.set(&format!("{t}.save_limit"), 2);
     cfg.set(&format!("{t}.save_model_only"), false);
     cfg.set(&format!("{t}.save_checkpoint_path"), "checkpoints");

@@ -18,6 +18,7 @@
 //! `--pass-rates` for those phases alone.
 
 mod config;
+mod drive;
 mod yaml;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use serde_json::{json, Value};
 
 pub use config::Decision;
 use config::{Common, Config, Job};
+pub use drive::{drive, DriveOptions};
 
 use super::error::ExecError;
 use super::fingerprint::assess;
@@ -142,7 +144,10 @@ pub struct PhaseEntry {
 }
 
 /// Every feature of `plan` that EasyR1 cannot run as curric would, minus what `accept` names.
-pub fn refusals(plan: &Plan, model: Option<&str>, accept: &[String]) -> Vec<Refusal> {
+/// With `driven`, curric runs the phases itself (`curric run --backend easyr1`) and evaluates
+/// stop conditions between EasyR1 launches, so such stops pass; an LR schedule laid over a
+/// horizon then cannot, since each launch's `max_steps` is its horizon in EasyR1.
+pub fn refusals(plan: &Plan, model: Option<&str>, accept: &[String], driven: bool) -> Vec<Refusal> {
     let mut out = Vec::new();
     let refuse = |out: &mut Vec<Refusal>, stage: &str, feature: String, reason: &str| {
         out.push(Refusal {
@@ -179,13 +184,27 @@ pub fn refusals(plan: &Plan, model: Option<&str>, accept: &[String]) -> Vec<Refu
         }
         if let Some(stop) = &p.stop {
             if p.kind() != PhaseKind::Eval && !counted(stop) {
-                refuse(
-                    &mut out,
-                    s,
-                    format!("stop = {stop}"),
-                    "EasyR1 stops at a step count; a stop that reads metrics or the clock \
-                     needs curric between steps",
-                );
+                let cosine = p
+                    .settings
+                    .grpo()
+                    .is_some_and(|g| g.optim.lr_schedule == crate::spec::LrSchedule::Cosine);
+                if !driven {
+                    refuse(
+                        &mut out,
+                        s,
+                        format!("stop = {stop}"),
+                        "EasyR1 stops at a step count; a stop that reads metrics or the clock \
+                         needs curric between launches (`curric run --backend easyr1`)",
+                    );
+                } else if cosine {
+                    refuse(
+                        &mut out,
+                        s,
+                        format!("lr_schedule = cosine with stop = {stop}"),
+                        "EasyR1 lays the schedule over each launch's max_steps, and a stop \
+                         curric evaluates between launches moves it",
+                    );
+                }
             }
         }
         if let Some(r) = &p.reward {
@@ -273,6 +292,24 @@ fn counted(stop: &Stop) -> bool {
     }
 }
 
+/// `(every, n)` of an `eval(...)` part of the stop.
+fn eval_stop(stop: &Stop) -> Option<(u64, u64)> {
+    match stop {
+        Stop::Eval { every, n, .. } => Some((*every, *n)),
+        Stop::All { all: v } | Stop::Any { any: v } => v.iter().find_map(eval_stop),
+        _ => None,
+    }
+}
+
+/// Whether the stop reads the share of informative groups.
+fn watches_groups(stop: &Stop) -> bool {
+    match stop {
+        Stop::InformativeBelow { .. } => true,
+        Stop::All { all: v } | Stop::Any { any: v } => v.iter().any(watches_groups),
+        _ => false,
+    }
+}
+
 /// Why EasyR1 cannot load the plan's model, if it cannot.
 fn unloadable(model: &ModelSpec) -> Option<String> {
     match model {
@@ -341,7 +378,7 @@ pub fn export(plan: &Plan, opts: &ExportOptions) -> Result<Manifest> {
             return Err(ExportError::UnknownPhase(id.clone()));
         }
     }
-    let refused = refusals(plan, opts.model.as_deref(), &opts.accept);
+    let refused = refusals(plan, opts.model.as_deref(), &opts.accept, false);
     if !refused.is_empty() {
         return Err(ExportError::Refused(refused));
     }
@@ -365,7 +402,12 @@ pub fn export(plan: &Plan, opts: &ExportOptions) -> Result<Manifest> {
         let waiting = waits_for(p).filter(|_| opts.pass_rates.is_none());
         let written = if write {
             std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-            write_phase(plan, p, &dir, &model, opts, &table, waiting.is_none())?
+            let inputs = Inputs {
+                table: &table,
+                with_data: waiting.is_none(),
+                chunk: None,
+            };
+            write_phase(plan, p, &dir, &model, opts, inputs)?
         } else {
             Written::default()
         };
@@ -426,15 +468,29 @@ struct Written {
     val_rows: Option<usize>,
 }
 
+/// What a phase's job is written from besides the plan.
+struct Inputs<'a> {
+    /// The pass rates handed to the phase (probe-decided levels read them).
+    table: &'a PassRateTable,
+    /// False while the data waits for a probe: everything else is written.
+    with_data: bool,
+    /// Steps per launch when curric drives EasyR1 and evaluates the stop between launches.
+    chunk: Option<u64>,
+}
+
 fn write_phase(
     plan: &Plan,
     p: &Phase,
     dir: &Path,
     model: &str,
     opts: &ExportOptions,
-    table: &PassRateTable,
-    with_data: bool,
+    inputs: Inputs<'_>,
 ) -> Result<Written> {
+    let Inputs {
+        table,
+        with_data,
+        chunk,
+    } = inputs;
     let common = Common {
         curriculum: &plan.name,
         phase: &p.id,
@@ -452,26 +508,38 @@ fn write_phase(
                 .stop
                 .as_ref()
                 .expect("the checker gives grpo phases a stop");
+            // Launched in chunks when curric evaluates the stop between launches.
+            let chunk = chunk.filter(|_| !counted(stop));
+            let eval_stop = chunk.and(eval_stop(stop));
             let (train, steps) = if with_data {
                 let (rows, steps) = grpo_rows(p, g, table, stop)?;
                 (Some(rows), Some(steps))
             } else {
                 (None, None)
             };
-            let val = with_data.then(|| val_rows(p, train.as_deref().unwrap_or(&[])));
-            let val = val.transpose()?;
+            let val = match (with_data, eval_stop) {
+                (false, _) => None,
+                (true, Some((_, n))) => Some(eval_stop_rows(p, n)?),
+                (true, None) => Some(val_rows(p, train.as_deref().unwrap_or(&[]))?),
+            };
             let job = Job {
                 rollout_batch_size: g.prompts_per_step,
                 max_response_length: g.max_new_tokens,
                 n: g.group_size,
                 temperature: g.temperature,
                 top_p: g.top_p,
-                max_steps: Some(steps.unwrap_or(0)),
+                max_steps: Some(chunk.or(steps).unwrap_or(0)),
                 stop: stop.to_string(),
                 val_only: false,
+                val_freq: eval_stop.map_or(-1, |(every, _)| every as i64),
+                save_freq: chunk.unwrap_or(25) as i64,
                 val_rollout: json!({"temperature": 0.0, "n": 1}),
                 format_prompt: format_prompt.map(|_| FORMAT_PROMPT_FILE),
-                reward_kwargs: json!({}),
+                reward_kwargs: if chunk.is_some() && watches_groups(stop) {
+                    json!({"groups": true})
+                } else {
+                    json!({})
+                },
             };
             let mut cfg = config::build(&common, &job, Some(g), p.freeze == ["visual"]);
             grpo_decisions(&mut cfg, p, g);
@@ -488,6 +556,8 @@ fn write_phase(
                 max_steps: None,
                 stop: String::new(),
                 val_only: true,
+                val_freq: -1,
+                save_freq: -1,
                 val_rollout: json!({"temperature": pr.temperature, "top_p": pr.top_p, "n": pr.rollouts}),
                 format_prompt: format_prompt.map(|_| FORMAT_PROMPT_FILE),
                 reward_kwargs: json!({"results": RESULTS_FILE, "pass_threshold": pr.pass_threshold}),
@@ -519,6 +589,8 @@ fn write_phase(
                 max_steps: None,
                 stop: String::new(),
                 val_only: true,
+                val_freq: -1,
+                save_freq: -1,
                 val_rollout: if e.greedy {
                     json!({"temperature": 0.0, "n": 1})
                 } else {
@@ -644,9 +716,10 @@ fn grpo_rows(
 ) -> Result<(Vec<Sample>, u64)> {
     let pools = pools(p, table)?;
     let epoch: u64 = pools.iter().map(|(_, s)| s.len() as u64).sum();
+    // A stop with no step bound (driven in chunks) gets ten epochs of rows.
     let steps = stop
         .step_bound(Some(epoch), g.prompts_per_step)
-        .expect("refusals() let only counted stops through");
+        .unwrap_or_else(|| (10 * epoch).div_ceil(g.prompts_per_step).max(1));
     let mut sampler = Sampler::new(sampler_spec(p, g.prompts_per_step as usize, steps), pools)
         .map_err(|e| phase_err(p, e))?;
     let extra = if g.dynamic_sampling {
@@ -709,6 +782,16 @@ fn val_rows(p: &Phase, train: &[Sample]) -> Result<Vec<Sample>> {
         p.levels.clone()
     };
     Ok(eval_samples(p, &caps, &levels, 4)?)
+}
+
+/// The held-out samples an `eval(...)` stop scores, as curric's runner picks them.
+fn eval_stop_rows(p: &Phase, n: u64) -> Result<Vec<Sample>> {
+    Ok(eval_samples(
+        p,
+        std::slice::from_ref(&p.capability),
+        &p.levels,
+        n,
+    )?)
 }
 
 fn phase_err(p: &Phase, e: impl std::fmt::Display) -> ExportError {

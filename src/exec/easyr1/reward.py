@@ -11,8 +11,9 @@ string is read as the answer alone. The result has `overall` (the weighted sum) 
 term, so every term is logged and can be EasyR1's `filter_key`.
 
 With `results=PATH` (a probe or eval phase), each scored response is also appended to PATH as a
-JSON line {"id", "overall", "passed"}, `passed` meaning overall >= `pass_threshold`: EasyR1
-reports only aggregates, and curric builds its pass-rate table from these lines.
+JSON line {"id", "overall", "passed", "accuracy", "length"}, `passed` meaning overall >= `pass_threshold`:
+EasyR1 reports only aggregates, and curric builds its pass-rate table and eval table from these
+lines. With `groups=True`, each score also has `informative` (see compute_score).
 """
 import json
 import math
@@ -412,20 +413,30 @@ def score(text, length, sample, terms=None):
     return out
 
 
-def compute_score(reward_inputs, results=None, pass_threshold=0.5):
-    scores = []
-    lines = []
+def compute_score(reward_inputs, results=None, pass_threshold=0.5, groups=False):
+    scores, samples = [], []
     for r in reward_inputs:
         sample = read_ground_truth(r["ground_truth"])
-        s = score(r["response"], int(r["response_length"]), sample)
-        scores.append(s)
-        if results:
-            lines.append(json.dumps({"id": sample.get("id"), "overall": s["overall"],
-                                     "passed": s["overall"] >= pass_threshold}))
-    if results and lines:
-        # One write per batch, appended: EasyR1 may call this from several reward workers.
-        with open(results, "a", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        samples.append(sample)
+        scores.append(score(r["response"], int(r["response_length"]), sample))
+    if groups:
+        # EasyR1 hands the whole step's rollouts at once; a group is a sample id's rollouts.
+        # `informative` (1 when the group's rewards differ) averages to the share of
+        # informative groups, which curric's informative_below stop reads.
+        by_id = {}
+        for sample, s in zip(samples, scores):
+            by_id.setdefault(sample.get("id"), set()).add(s["overall"])
+        for sample, s in zip(samples, scores):
+            s["informative"] = 1.0 if len(by_id[sample.get("id")]) > 1 else 0.0
+    if results:
+        lines = [json.dumps({"id": sample.get("id"), "overall": s["overall"],
+                             "passed": s["overall"] >= pass_threshold,
+                             "accuracy": s.get("accuracy"), "length": int(r["response_length"])})
+                 for r, sample, s in zip(reward_inputs, samples, scores)]
+        if lines:
+            # One write per batch, appended: EasyR1 may call this from several reward workers.
+            with open(results, "a", encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
     return scores
