@@ -282,8 +282,60 @@ stage d { after = c  kind = sft }
     assert!(!tmp.path().join("out").exists());
 }
 
-/// A probe phase is a validation-only job whose reward function logs every rollout; those
-/// results, read back, decide the levels of the phases after it.
+/// Runs an exported `pipeline.sh` against the EasyR1 stand-in (tests/fixtures/easyr1_standin).
+fn run_pipeline(out: &Path, curriculum: &Path) {
+    let o = Command::new("bash")
+        .arg(out.join("pipeline.sh"))
+        .env("EASYR1", root().join("tests/fixtures/easyr1_standin"))
+        .env("EASYR1_VALIDATE", validator())
+        .env("PYTHONPATH", python_path())
+        .env("CURRIC", env!("CARGO_BIN_EXE_curric"))
+        .env("CURRIC_FILE", curriculum)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "pipeline.sh failed:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn launches(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("launches.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The exported pipeline runs end to end on the stand-in: every phase once, each started from
+/// its parent's merged checkpoint; a rerun skips them all.
+#[test]
+fn the_exported_pipeline_runs_and_hands_weights_on() {
+    let (tmp, m) = staged_export();
+    let file = root().join("curricula/staged_plus_difficulty.curr");
+    run_pipeline(tmp.path(), &file);
+    for p in &m.phases {
+        assert!(tmp.path().join(&p.dir).join("DONE").exists(), "{}", p.dir);
+    }
+    let second = launches(&tmp.path().join("02_text_reasoning"));
+    assert_eq!(second.len(), 1);
+    assert!(second[0]["model_path"]
+        .as_str()
+        .unwrap()
+        .ends_with("01_perception/checkpoints/global_step_80/actor/huggingface"));
+    let eval = launches(&tmp.path().join("04_final_eval"));
+    assert!(eval[0]["model_path"]
+        .as_str()
+        .unwrap()
+        .ends_with("03_visual_reasoning/checkpoints/global_step_80/actor/huggingface"));
+    run_pipeline(tmp.path(), &file);
+    assert_eq!(launches(&tmp.path().join("02_text_reasoning")).len(), 1);
+}
+
+/// A probe phase is a validation-only job whose reward function logs every rollout; the
+/// pipeline turns those results into the data of the phases after it.
 #[test]
 fn probe_results_become_the_next_phases_data() {
     let text = r#"
@@ -298,13 +350,12 @@ stage probe { kind = probe mix = s rollouts = 4 reward = acc }
 stage rl { after = probe kind = grpo mix = s levels = [easy] stop = steps(2)
            group_size = 4 prompts_per_step = 2 reward = acc }
 "#;
-    let c = curric::check::check_str(text, "p.curr", None)
-        .curriculum
-        .expect("checks");
-    let plan = curric::plan::plan(&c).unwrap();
     let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("p.curr");
+    std::fs::write(&file, text).unwrap();
+    let plan = plan_of(&file);
     let out = tmp.path().join("out");
-    let m = easyr1::export(&plan, &opts(Path::new("p.curr"), &out)).unwrap();
+    let m = easyr1::export(&plan, &opts(&file, &out)).unwrap();
     assert_eq!(m.phases[1].data_after.as_deref(), Some("probe"));
     assert!(!out.join("02_rl/train.jsonl").exists());
     validate(&out.join("01_probe")).unwrap();
@@ -313,57 +364,24 @@ stage rl { after = probe kind = grpo mix = s levels = [easy] stop = steps(2)
     let sh = std::fs::read_to_string(out.join("pipeline.sh")).unwrap();
     assert!(sh.contains("data_from 01_probe rl"));
 
-    // The probe's reward function, run as EasyR1 runs it on 4 rollouts per sample.
-    let probe_rows: Vec<Value> = std::fs::read_to_string(out.join("01_probe/val.jsonl"))
+    run_pipeline(&out, &file);
+    let results: Vec<Value> = std::fs::read_to_string(out.join("01_probe/results.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(probe_rows.len(), 18, "6 samples × 3 levels, each once");
-    // Samples passing 4/4 are easy, 0/4 hard.
-    let mut inputs = Vec::new();
-    let mut easy = Vec::new();
-    for (i, r) in probe_rows.iter().enumerate() {
-        let right = i % 2 == 0;
-        if right {
-            easy.push(r["id"].as_str().unwrap().to_string());
-        }
-        let answer = r["answer"].as_str().unwrap();
-        let response = if right {
-            format!("<think>ok</think> \\boxed{{{answer}}}")
-        } else {
-            "<think>no</think> \\boxed{wrong}".to_string()
-        };
-        for _ in 0..4 {
-            inputs.push(json!({"response": response, "response_length": 7,
-                               "ground_truth": r["ground_truth"]}));
-        }
+    assert_eq!(results.len(), 18 * 4, "6 samples × 3 levels × 4 rollouts");
+    let mut passes = std::collections::BTreeMap::<String, u64>::new();
+    for r in &results {
+        *passes.entry(r["id"].as_str().unwrap().into()).or_default() +=
+            r["passed"].as_bool().unwrap() as u64;
     }
-    let script = "import importlib.util, json, sys\n\
-         spec = importlib.util.spec_from_file_location('r', 'reward.py')\n\
-         m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n\
-         cfg = {'results': 'results.jsonl', 'pass_threshold': 0.9}\n\
-         s = m.compute_score(json.loads(sys.stdin.read()), **cfg)\n\
-         assert all('overall' in x for x in s)\n";
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .current_dir(out.join("01_probe"))
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(&inputs).unwrap().as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-
-    let mut again = opts(Path::new("p.curr"), &out);
-    again.only = Some("rl".into());
-    again.pass_rates = Some(out.join("01_probe/results.jsonl"));
-    easyr1::export(&plan, &again).unwrap();
+    let easy: Vec<&String> = passes
+        .iter()
+        .filter(|(_, &k)| k >= 3)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(!easy.is_empty() && easy.len() < passes.len(), "{passes:?}");
     validate(&out.join("02_rl")).unwrap();
     let rows: Vec<Value> = std::fs::read_to_string(out.join("02_rl/train.jsonl"))
         .unwrap()
@@ -372,8 +390,13 @@ stage rl { after = probe kind = grpo mix = s levels = [easy] stop = steps(2)
         .collect();
     assert_eq!(rows.len(), 4, "2 steps × 2 prompts");
     for r in &rows {
-        assert!(easy.contains(&r["id"].as_str().unwrap().to_string()), "{r}");
+        assert!(
+            easy.contains(&&r["id"].as_str().unwrap().to_string()),
+            "{r}"
+        );
     }
+    assert!(out.join("02_rl/DONE").exists());
+    assert_eq!(launches(&out.join("02_rl"))[0]["max_steps"], 2);
 }
 
 /// Completions that exercise every extractor, comparison, format style and length rule.

@@ -114,6 +114,8 @@ pub struct Common<'a> {
     pub nodes: u64,
     pub gpus_per_node: u64,
     pub max_prompt_length: u64,
+    /// The phase's order, as the `.curr` file writes it.
+    pub order: String,
 }
 
 /// What differs between a training job and a validation-only one.
@@ -180,7 +182,7 @@ fn data(cfg: &mut Config, c: &Common<'_>, job: &Job) {
     cfg.map_with(
         "data.shuffle",
         false,
-        "order",
+        format!("order = {}", c.order),
         "train.jsonl is already in the order curric's sampler draws (mix, levels, order)",
     );
     cfg.map("data.seed", c.seed, format!("seed = {}", c.seed));
@@ -279,12 +281,16 @@ fn optim(cfg: &mut Config, prefix: &str, o: Option<&Optim>) {
                 LrSchedule::Constant => ("constant", "constant"),
                 LrSchedule::Cosine => ("cosine", "cosine"),
             };
-            cfg.map_with(
-                &p("min_lr_ratio"),
-                0.0,
-                format!("lr_schedule = {word}"),
-                "curric's cosine decays to 0",
-            );
+            if o.lr_schedule == LrSchedule::Cosine {
+                cfg.map_with(
+                    &p("min_lr_ratio"),
+                    0.0,
+                    "lr_schedule = cosine",
+                    "curric's cosine decays to 0",
+                );
+            } else {
+                cfg.set(&p("min_lr_ratio"), Value::Null);
+            }
             cfg.map(
                 &p("lr_scheduler_type"),
                 kind,

@@ -499,6 +499,7 @@ fn write_phase(
         nodes: opts.nodes,
         gpus_per_node: opts.gpus_per_node,
         max_prompt_length: MAX_PROMPT_LENGTH,
+        order: p.order.to_string(),
     };
     let terms = reward_terms(p)?;
     let format_prompt = format_prompt(&terms);
@@ -542,7 +543,7 @@ fn write_phase(
                 },
             };
             let mut cfg = config::build(&common, &job, Some(g), p.freeze == ["visual"]);
-            grpo_decisions(&mut cfg, p, g);
+            grpo_decisions(&mut cfg, g);
             (train, val, cfg)
         }
         Settings::Probe(pr) => {
@@ -673,11 +674,12 @@ const FORMAT_PROMPT_FILE: &str = "format_prompt.jinja";
 /// Where reward.py appends per-rollout results in probe and eval jobs.
 pub const RESULTS_FILE: &str = "results.jsonl";
 
-fn grpo_decisions(cfg: &mut Config, p: &Phase, g: &crate::spec::GrpoSettings) {
+fn grpo_decisions(cfg: &mut Config, g: &crate::spec::GrpoSettings) {
     cfg.decide(
-        format!("order = {}, mix, levels", p.order),
-        "train.jsonl (data.shuffle = false)",
-        "rows are written in the order curric's sampler draws them, step by step",
+        "mix, levels, filters",
+        "train.jsonl",
+        "rows are written in the order curric's sampler draws them, step by step: the mix \
+         schedule, level selection and order are in the file",
     );
     if g.dynamic_sampling {
         cfg.decide(
@@ -1122,6 +1124,9 @@ pub fn describe(m: &Manifest) -> String {
     let mut out = String::new();
     for p in &m.phases {
         let rows = match (p.train_rows, &p.data_after) {
+            (Some(_), _) if p.runs_on == "easyr1-val" => {
+                format!("{} val rows", p.val_rows.unwrap_or(0))
+            }
             (Some(n), _) => format!("{n} train rows"),
             (None, Some(probe)) => format!("data after probe `{probe}`"),
             (None, None) => "not written".into(),
