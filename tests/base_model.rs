@@ -92,6 +92,7 @@ fn rerunning_base_curr_reproduces_the_shipped_weights() {
         keep: 1,
         crash_after: None,
         crash_phase: None,
+        pass_rates: None,
     };
     run_plan(&plan, &opts, &std::sync::atomic::AtomicBool::new(false)).unwrap();
     let shipped = Provenance::load(&root().join("models/shapes-base")).unwrap();

@@ -86,6 +86,7 @@ fn opts(dir: &Path) -> RunOptions {
         keep: 3,
         crash_after: None,
         crash_phase: None,
+        pass_rates: None,
     }
 }
 

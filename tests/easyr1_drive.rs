@@ -170,6 +170,60 @@ fn a_curriculum_runs_on_easyr1_resumes_after_a_kill_and_skips_when_fresh() {
     assert_eq!(lines(&phases.join("final/launches.jsonl")).len(), 1);
 }
 
+/// An sft phase has no EasyR1 trainer: the driver trains it with curric (here the shipped
+/// base on CPU) on the probe's hard samples, and the next phase starts from its Hugging Face-
+/// format weights.
+#[test]
+fn the_driver_trains_sft_phases_itself_and_hands_their_weights_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let text = r#"
+name = "with_sft"
+seed = 5
+model = local("base")
+device = cpu
+source s { suite = perception n = 6 }
+reward acc = 0.9 accuracy(boxed) + 0.1 format(think_then_boxed)
+difficulty { from = probe(probe) easy = 0.75 .. 1.0 medium = 0.125 .. 0.625 hard = 0.0 .. 0.0 }
+stage probe { kind = probe mix = s rollouts = 8 reward = acc }
+stage remedial { after = probe kind = sft mix = s levels = [hard] batch_size = 2 stop = steps(2) }
+stage final { after = remedial kind = eval n = 2 }
+"#;
+    std::fs::write(dir.join("d.curr"), text).unwrap();
+    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/shapes-base");
+    std::os::unix::fs::symlink(&base, dir.join("base")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_curric"))
+        .args([
+            "run",
+            "d.curr",
+            "--backend",
+            "easyr1",
+            "--run-dir",
+            "run",
+            "--quiet",
+        ])
+        .arg("--easyr1")
+        .arg(standin())
+        .arg("--model")
+        .arg(&base)
+        .current_dir(dir)
+        .env("PYTHONPATH", python_path())
+        .env("EASYR1_VALIDATE", validator())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let phases = dir.join("run/phases");
+    let hf = phases.join("remedial/hf");
+    assert!(hf.join("model.safetensors").exists());
+    let ev = lines(&phases.join("final/launches.jsonl"));
+    assert_eq!(ev[0]["model_path"], hf.display().to_string());
+    let manifest = std::fs::read_to_string(dir.join("run/manifest.toml")).unwrap();
+    assert!(manifest.contains("trained by curric"), "{manifest}");
+    // curric trained 2 steps of the probe's 0/8 samples.
+    let inner = lines(&phases.join("remedial/curric/phases/remedial/metrics.jsonl"));
+    assert_eq!(inner.len(), 2);
+}
+
 /// What EasyR1 cannot run, curric refuses before launching anything.
 #[test]
 fn the_driver_refuses_what_easyr1_cannot_run() {

@@ -103,6 +103,13 @@ fn every_shipped_curriculum_exports_valid_configs_or_is_refused_with_reasons() {
                 assert_eq!(m.phases.len(), plan.phases.len());
                 for p in &m.phases {
                     let dir = out.join(&p.dir);
+                    if p.kind == "sft" {
+                        // curric trains it: run.sh, no EasyR1 config.
+                        let sh = std::fs::read_to_string(dir.join("run.sh")).unwrap();
+                        assert!(sh.contains(&format!("--only {}", p.id)), "{sh}");
+                        assert!(!dir.join("config.yaml").exists());
+                        continue;
+                    }
                     if p.data_after.is_some() {
                         assert!(!dir.join("train.jsonl").exists());
                         continue;
@@ -264,7 +271,6 @@ stage d { after = c  kind = sft }
         ("c", "loss_agg = seq-mean-token-sum-norm"),
         ("c", "mask_truncated = true"),
         ("c", "handoff b { optimizer = keep }"),
-        ("d", "kind = sft"),
     ] {
         assert!(
             got.iter()
@@ -272,7 +278,7 @@ stage d { after = c  kind = sft }
             "no refusal of {feature} in {stage}: {got:?}"
         );
     }
-    assert_eq!(got.len(), 7, "{got:?}");
+    assert_eq!(got.len(), 6, "{got:?}");
     assert!(rs
         .iter()
         .find(|r| r.feature.starts_with("mask_truncated"))
@@ -332,6 +338,45 @@ fn the_exported_pipeline_runs_and_hands_weights_on() {
         .ends_with("03_visual_reasoning/checkpoints/global_step_80/actor/huggingface"));
     run_pipeline(tmp.path(), &file);
     assert_eq!(launches(&tmp.path().join("02_text_reasoning")).len(), 1);
+}
+
+/// Method A's curriculum end to end through the exported pipeline: the probe on EasyR1 (the
+/// stand-in), its hard samples to an sft phase that curric trains itself (the shipped base
+/// model, on CPU), then GRPO on EasyR1 from the sft phase's Hugging Face-format weights.
+#[test]
+fn pebr_two_stage_runs_through_the_pipeline_with_curric_training_its_sft_phase() {
+    let file = root().join("curricula/pebr_two_stage.curr");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut o = opts(&file, tmp.path());
+    o.model = Some(root().join("models/shapes-base").display().to_string());
+    let m = easyr1::export(&plan_of(&file), &o).unwrap();
+    let sft = &m.phases[1];
+    assert_eq!(
+        (sft.id.as_str(), sft.runs_on.as_str()),
+        ("remedial_sft", "curric")
+    );
+    let o = Command::new("bash")
+        .arg(tmp.path().join("pipeline.sh"))
+        .env("EASYR1", root().join("tests/fixtures/easyr1_standin"))
+        .env("EASYR1_VALIDATE", validator())
+        .env("PYTHONPATH", python_path())
+        .env("CURRIC", env!("CARGO_BIN_EXE_curric"))
+        .env("DEVICE", "cpu")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let hf = tmp.path().join("02_remedial_sft/hf");
+    assert!(hf.join("model.safetensors").exists() && hf.join("provenance.json").exists());
+    let rl = launches(&tmp.path().join("03_perception_rl"));
+    assert_eq!(rl[0]["model_path"], hf.display().to_string());
+    for p in &m.phases {
+        assert!(tmp.path().join(&p.dir).join("DONE").exists(), "{}", p.dir);
+    }
 }
 
 /// A probe phase is a validation-only job whose reward function logs every rollout; the

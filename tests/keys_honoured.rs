@@ -90,6 +90,7 @@ fn outcome(text: &str) -> String {
         keep: 1,
         crash_after: None,
         crash_phase: None,
+        pass_rates: None,
     };
     run_plan(&plan, &opts, &AtomicBool::new(false)).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let m = Manifest::load(&dir.path().join("manifest.toml"))

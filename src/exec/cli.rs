@@ -49,6 +49,17 @@ pub struct RunArgs {
     /// Checkpoints kept per phase (the newest ones).
     #[arg(long, default_value_t = 2)]
     pub keep: usize,
+    /// Run this phase alone, as a root (its parents ran elsewhere, e.g. on EasyR1); use a
+    /// fresh run directory for it.
+    #[arg(long)]
+    pub only: Option<String>,
+    /// With --only: the weights to start from, a model directory or a hub id in the local
+    /// cache (default: the curriculum's model).
+    #[arg(long, requires = "only")]
+    pub from: Option<String>,
+    /// With --only: the pass rates of a probe that ran elsewhere (its results.jsonl).
+    #[arg(long, requires = "only")]
+    pub pass_rates: Option<PathBuf>,
     /// Testing: exit like a crash after N steps of the first phase that runs.
     #[arg(long, hide = true)]
     pub stop_after_steps: Option<u64>,
@@ -99,6 +110,13 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let (plan, pass_rates) = match only(&args, plan) {
+        Ok(x) => x,
+        Err(e) => {
+            crate::errln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let run_dir = args
         .run_dir
         .clone()
@@ -114,6 +132,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         keep: args.keep.max(1),
         crash_after: args.stop_after_steps,
         crash_phase: None,
+        pass_rates,
     };
     let flag = super::progress::interrupt_flag();
     let t0 = std::time::Instant::now();
@@ -160,6 +179,40 @@ pub fn run(args: RunArgs) -> ExitCode {
     }
 }
 
+/// `--only PHASE`: the plan of that phase alone, with the pass rates it starts from.
+fn only(
+    args: &RunArgs,
+    plan: crate::plan::Plan,
+) -> Result<(crate::plan::Plan, Option<crate::data::PassRateTable>), String> {
+    let Some(id) = &args.only else {
+        return Ok((plan, None));
+    };
+    if args.backend == Backend::Easyr1 {
+        return Err("--only runs one phase with curric's own trainer (--backend candle)".into());
+    }
+    let from = args.from.as_ref().map(|m| {
+        if std::path::Path::new(m).exists() {
+            crate::spec::ModelSpec::Local { path: m.clone() }
+        } else {
+            crate::spec::ModelSpec::Hub { repo: m.clone() }
+        }
+    });
+    let known = plan
+        .phases
+        .iter()
+        .map(|p| p.id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let one = plan
+        .only(id, from)
+        .ok_or_else(|| format!("no phase `{id}` in the plan (phases: {known})"))?;
+    let table = match &args.pass_rates {
+        Some(path) => Some(super::easyr1::read_results(path).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    Ok((one, table))
+}
+
 fn run_easyr1(args: &RunArgs, plan: &crate::plan::Plan, run_dir: PathBuf) -> ExitCode {
     let opts = super::easyr1::DriveOptions {
         run_dir: run_dir.clone(),
@@ -170,6 +223,7 @@ fn run_easyr1(args: &RunArgs, plan: &crate::plan::Plan, run_dir: PathBuf) -> Exi
         gpus_per_node: args.gpus_per_node.max(1),
         accept: args.accept.clone(),
         chunk_steps: args.chunk_steps.max(1),
+        device: args.device.clone(),
         quiet: args.quiet,
     };
     let file = std::fs::canonicalize(&args.file).unwrap_or(args.file.clone());

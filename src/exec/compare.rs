@@ -642,6 +642,7 @@ pub fn compare(args: &CompareArgs, interrupt: &AtomicBool) -> Result<Table> {
                         keep: 2,
                         crash_after: args.stop_after_steps,
                         crash_phase: None,
+                        pass_rates: None,
                     };
                     run_plan(&plan, &opts, interrupt)
                 });

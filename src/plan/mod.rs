@@ -169,6 +169,25 @@ impl Plan {
         self.phases.iter().find(|p| p.id == id)
     }
 
+    /// The phase `id` alone, as a root starting from `model` (default: the plan's model):
+    /// one phase run where its parents ran elsewhere (`curric run --only`, an sft phase of a
+    /// curriculum that runs on EasyR1).
+    pub fn only(&self, id: &str, model: Option<ModelSpec>) -> Option<Plan> {
+        let model = model.unwrap_or_else(|| self.model.clone());
+        let phase = Phase {
+            index: 0,
+            parents: vec![],
+            model: model.clone(),
+            ..self.phase(id)?.clone()
+        };
+        Some(Plan {
+            model,
+            phases: vec![phase],
+            edges: vec![],
+            ..self.clone()
+        })
+    }
+
     pub fn to_json(&self) -> String {
         // Serialising plain data with string keys cannot fail.
         serde_json::to_string_pretty(self).unwrap_or_default()

@@ -31,6 +31,7 @@ pub fn python_path() -> &'static str {
                     "import omegaconf, yaml; assert omegaconf.__version__ == '2.3.0'",
                 ])
                 .env("PYTHONPATH", pp)
+                .stderr(std::process::Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success())
         };

@@ -59,6 +59,9 @@ pub struct DriveOptions {
     pub accept: Vec<String>,
     /// Steps per launch for a stop curric evaluates between launches.
     pub chunk_steps: u64,
+    /// Where curric trains sft phases itself (EasyR1 has no supervised trainer); default the
+    /// curriculum's device.
+    pub device: Option<String>,
     pub quiet: bool,
 }
 
@@ -190,7 +193,7 @@ pub fn drive(plan: &Plan, curriculum_file: &Path, o: &DriveOptions) -> Result<Ve
                 PhaseKind::Grpo => job.grpo(&model, table),
                 PhaseKind::Probe => job.probe(&model, table),
                 PhaseKind::Eval => job.eval(&model, table),
-                PhaseKind::Sft => Err(perr(p, "refused before running")),
+                PhaseKind::Sft => job.sft(&model, table),
             });
         match result {
             Ok(end) => {
@@ -439,6 +442,56 @@ impl Job<'_> {
             ),
             checkpoint: Some(rel),
             steps: step,
+        })
+    }
+
+    /// EasyR1 has no supervised trainer: curric trains the phase alone in its own run
+    /// directory under the phase's, from the start weights, and writes them in Hugging Face
+    /// format to hf/, which the next phase starts from.
+    fn sft(&self, model: &str, table: PassRateTable) -> Result<End> {
+        let p = self.p;
+        let from = if Path::new(model).exists() {
+            crate::spec::ModelSpec::Local { path: model.into() }
+        } else {
+            crate::spec::ModelSpec::Hub { repo: model.into() }
+        };
+        let one = self
+            .plan
+            .only(&p.id, Some(from))
+            .expect("the phase is in the plan");
+        let inner = self.dir.join("curric");
+        let opts = crate::exec::runner::RunOptions {
+            run_dir: inner.clone(),
+            device: self.o.device.clone(),
+            quiet: self.o.quiet,
+            checkpoint_every: 25,
+            keep: 2,
+            crash_after: None,
+            crash_phase: None,
+            pass_rates: Some(table.clone()),
+        };
+        let outcomes =
+            crate::exec::runner::run_plan(&one, &opts, crate::exec::progress::interrupt_flag())?;
+        let reason = match outcomes.last() {
+            Some(PhaseOutcome::Ran { reason, .. }) => reason.clone(),
+            Some(PhaseOutcome::Skipped { .. }) => format!("{} was already trained", p.id),
+            _ => return Err(perr(p, "interrupted; rerun to resume")),
+        };
+        let hf = self.dir.join("hf");
+        crate::exec::export::export_model(&inner, Some(&p.id), &hf)?;
+        self.save_table(&table)?;
+        let steps = Manifest::load(&RunDir::new(&inner).manifest())?
+            .and_then(|m| m.get(&p.id).map(|r| r.steps))
+            .unwrap_or(0);
+        let rel = hf
+            .strip_prefix(self.rd.root())
+            .unwrap_or(&hf)
+            .display()
+            .to_string();
+        Ok(End {
+            reason: format!("{reason} (trained by curric: EasyR1 has no supervised trainer)"),
+            checkpoint: Some(rel),
+            steps,
         })
     }
 

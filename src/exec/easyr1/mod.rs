@@ -131,7 +131,8 @@ pub struct PhaseEntry {
     pub kind: String,
     pub dir: String,
     pub fingerprint: String,
-    /// How the phase runs: `easyr1` (training), `easyr1-val` (validation only).
+    /// How the phase runs: `easyr1` (training), `easyr1-val` (validation only), `curric`
+    /// (an sft phase, trained by curric itself).
     pub runs_on: String,
     /// Where its start weights come from: the base model, or a phase's merged checkpoint.
     pub starts_from: String,
@@ -164,14 +165,6 @@ pub fn refusals(plan: &Plan, model: Option<&str>, accept: &[String], driven: boo
     }
     for p in &plan.phases {
         let s = p.stage.as_str();
-        if p.kind() == PhaseKind::Sft {
-            refuse(
-                &mut out,
-                s,
-                "kind = sft".into(),
-                "EasyR1 has no supervised trainer; run this curriculum with `curric run`",
-            );
-        }
         match &p.order {
             Order::Adarft { .. } | Order::Speed { .. } => refuse(
                 &mut out,
@@ -419,6 +412,7 @@ pub fn export(plan: &Plan, opts: &ExportOptions) -> Result<Manifest> {
             fingerprint: f.fingerprint.clone(),
             runs_on: match p.kind() {
                 PhaseKind::Grpo => "easyr1".into(),
+                PhaseKind::Sft => "curric".into(),
                 _ => "easyr1-val".into(),
             },
             starts_from: weights_from(plan, p)
@@ -491,6 +485,21 @@ fn write_phase(
         with_data,
         chunk,
     } = inputs;
+    if p.kind() == PhaseKind::Sft {
+        write_script(&dir.join("run.sh"), &sft_sh(plan, p, model, opts))?;
+        let mut cfg = Config::new(&p.id);
+        cfg.decide(
+            "kind = sft",
+            "run.sh: `curric run --only` on the head node, then `curric export model` to hf/",
+            "EasyR1 has no supervised trainer; curric trains the phase itself and the next \
+             phase starts from hf/ (curric must load the start weights: its own models and \
+             Hugging Face Qwen2 text checkpoints today)",
+        );
+        return Ok(Written {
+            decisions: cfg.decisions,
+            ..Written::default()
+        });
+    }
     let common = Common {
         curriculum: &plan.name,
         phase: &p.id,
@@ -610,7 +619,7 @@ fn write_phase(
             );
             (Some(rows.clone()), Some(rows), cfg)
         }
-        Settings::Sft(_) => unreachable!("refused before writing"),
+        Settings::Sft(_) => unreachable!("written above"),
     };
     cfg.decide(
         format!(
@@ -804,7 +813,7 @@ fn phase_err(p: &Phase, e: impl std::fmt::Display) -> ExportError {
 }
 
 /// A probe's `results.jsonl` (one line per rollout: id, passed) as a pass-rate table.
-fn read_results(path: &Path) -> Result<PassRateTable> {
+pub fn read_results(path: &Path) -> Result<PassRateTable> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ExportError::Exec(ExecError::io("read", path, e)))?;
     let mut table = PassRateTable::new();
@@ -991,17 +1000,29 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-fn run_sh(plan: &Plan, p: &Phase, model: &str) -> String {
-    let model_line = match weights_from(plan, p) {
-        None => format!(
-            "MODEL=\"${{MODEL:-{}}}\"",
-            sh_quote(model).trim_matches('\'')
-        ),
+/// `s` escaped for the inside of a double-quoted shell word (`"${X:-…}"`).
+fn dq(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| match c {
+            '\\' | '"' | '$' | '`' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect()
+}
+
+/// run.sh's MODEL: the base model's default for a root, else what pipeline.sh passes.
+fn model_line(plan: &Plan, p: &Phase, model: &str) -> String {
+    match weights_from(plan, p) {
+        None => format!("MODEL=\"${{MODEL:-{}}}\"", dq(model)),
         Some(w) => format!(
             "MODEL=\"${{MODEL:?set MODEL to the merged checkpoint of {} (pipeline.sh does)}}\"",
             phase_dir(w)
         ),
-    };
+    }
+}
+
+fn run_sh(plan: &Plan, p: &Phase, model: &str) -> String {
+    let model_line = model_line(plan, p, model);
     let mut extra = String::new();
     if matches!(p.kind(), PhaseKind::Probe | PhaseKind::Eval) {
         extra.push_str(&format!(
@@ -1036,6 +1057,38 @@ fn run_sh(plan: &Plan, p: &Phase, model: &str) -> String {
          worker.actor.model.model_path=\"$MODEL\"{extra} \"$@\"\n",
         id = p.id,
         name = plan.name,
+    )
+}
+
+/// An sft phase's run.sh: curric trains it alone (`--only`) from MODEL, with the probe's
+/// results when its levels come from one, and writes the weights to hf/.
+fn sft_sh(plan: &Plan, p: &Phase, model: &str, opts: &ExportOptions) -> String {
+    let model_line = model_line(plan, p, model);
+    let rates = match waits_for(p).and_then(|stage| plan.phases.iter().find(|q| q.stage == stage)) {
+        Some(probe) => format!(
+            " \\\n  --pass-rates \"$here/../{}/{RESULTS_FILE}\"",
+            phase_dir(probe)
+        ),
+        None => String::new(),
+    };
+    format!(
+        "#!/usr/bin/env bash\n\
+         # Phase `{id}` of `{name}`: supervised training with curric on this machine (EasyR1\n\
+         # has no supervised trainer), then its weights in Hugging Face format in hf/, which the\n\
+         # next phase starts from. Written by `curric export easyr1`.\n\
+         # CURRIC, CURRIC_FILE: curric and the curriculum. MODEL: the weights to start from (a\n\
+         # directory, or a hub id in the local cache). DEVICE: default cuda:0. A rerun resumes.\n\
+         set -euo pipefail\n\
+         here=\"$(cd \"$(dirname \"$0\")\" && pwd)\"\n\
+         CURRIC=\"${{CURRIC:-curric}}\"\n\
+         CURRIC_FILE=\"${{CURRIC_FILE:-{file}}}\"\n\
+         {model_line}\n\
+         \"$CURRIC\" run \"$CURRIC_FILE\" --only {id} --from \"$MODEL\" --run-dir \"$here/run\" \\\n  \
+         --device \"${{DEVICE:-cuda:0}}\" --quiet{rates} \"$@\"\n\
+         \"$CURRIC\" export model \"$here/run\" --phase {id} --out \"$here/hf\"\n",
+        id = p.id,
+        name = plan.name,
+        file = dq(&opts.curriculum_file.display().to_string()),
     )
 }
 
@@ -1091,7 +1144,7 @@ fn pipeline_sh(plan: &Plan, m: &Manifest, opts: &ExportOptions) -> String {
            fi\n\
          }}\n",
         name = plan.name,
-        file = sh_quote(&opts.curriculum_file.display().to_string()),
+        file = dq(&opts.curriculum_file.display().to_string()),
         base = sh_quote(&m.model),
         results = RESULTS_FILE,
     );
@@ -1103,15 +1156,20 @@ fn pipeline_sh(plan: &Plan, m: &Manifest, opts: &ExportOptions) -> String {
             Some(w) => format!("\"${}\"", var(w)),
         };
         s.push_str(&format!("run {} {from}\n", phase_dir(p)));
-        if matches!(p.kind(), PhaseKind::Grpo | PhaseKind::Sft) {
-            s.push_str(&format!("{}=\"$(merged {})\"\n", var(p), phase_dir(p)));
+        match p.kind() {
+            PhaseKind::Grpo => {
+                s.push_str(&format!("{}=\"$(merged {})\"\n", var(p), phase_dir(p)));
+            }
+            PhaseKind::Sft => s.push_str(&format!("{}=\"$here/{}/hf\"\n", var(p), phase_dir(p))),
+            PhaseKind::Probe | PhaseKind::Eval => {}
         }
         if p.kind() == PhaseKind::Probe {
-            for q in plan
+            // An sft phase reads the probe's results itself (its run.sh).
+            let fed = plan
                 .phases
                 .iter()
-                .filter(|q| waits_for(q) == Some(&p.stage))
-            {
+                .filter(|q| waits_for(q) == Some(&p.stage) && q.kind() != PhaseKind::Sft);
+            for q in fed {
                 s.push_str(&format!("data_from {} {}\n", phase_dir(p), q.id));
             }
         }

@@ -90,6 +90,9 @@ impl Ctx<'_> {
     /// The pass-rate table a phase starts with: its parents' (when handed over) and the
     /// probe phase its levels come from.
     pub(super) fn pass_rates(&self, p: &Phase) -> Result<PassRateTable> {
+        if let (Some(t), true) = (&self.opts.pass_rates, p.parents.is_empty()) {
+            return Ok(t.clone());
+        }
         let mut table = PassRateTable::new();
         if self.handoff(p).pass_rates == Carry::Keep {
             for parent in &p.parents {

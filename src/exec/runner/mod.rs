@@ -70,6 +70,9 @@ pub struct RunOptions {
     /// `crash_phase`, or else the first phase that runs.
     pub crash_after: Option<u64>,
     pub crash_phase: Option<String>,
+    /// The pass rates a root phase starts with, measured elsewhere (`--pass-rates`: a
+    /// probe that ran on EasyR1).
+    pub pass_rates: Option<PassRateTable>,
 }
 
 /// What happened to each phase.
