@@ -415,8 +415,13 @@ pub fn export(plan: &Plan, opts: &ExportOptions) -> Result<Manifest> {
                 PhaseKind::Sft => "curric".into(),
                 _ => "easyr1-val".into(),
             },
-            starts_from: weights_from(plan, p)
-                .map_or_else(|| model.clone(), |w| format!("{} (merged)", phase_dir(w))),
+            starts_from: weights_from(plan, p).map_or_else(
+                || model.clone(),
+                |w| match w.kind() {
+                    PhaseKind::Sft => format!("{}/hf", phase_dir(w)),
+                    _ => format!("{} (merged)", phase_dir(w)),
+                },
+            ),
             train_rows: written.train_rows,
             val_rows: written.val_rows,
             data_after: waits_for(p).map(str::to_string),
