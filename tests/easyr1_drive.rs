@@ -224,6 +224,55 @@ stage final { after = remedial kind = eval n = 2 }
     assert_eq!(inner.len(), 2);
 }
 
+/// An `eval(...)` stop reads EasyR1's validation on the held-out split every N steps; an
+/// `informative_below` stop reads the share of informative groups reward.py logs.
+#[test]
+fn eval_and_informative_stops_read_what_easyr1_logs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let text = r#"
+name = "stops"
+seed = 5
+model = hf("Qwen/Qwen2.5-VL-3B-Instruct")
+device = cpu
+source s { suite = perception n = 6 }
+reward acc = 0.9 accuracy(boxed) + 0.1 format(think_then_boxed)
+defaults { reward = acc group_size = 4 prompts_per_step = 2 mix = s kind = grpo }
+stage a { stop = steps(12) or eval(0.5, 2, 2) }
+stage b { after = a  stop = steps(12) or informative_below(0.9, 2) }
+"#;
+    std::fs::write(dir.join("d.curr"), text).unwrap();
+    let out = run(dir, None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let phases = dir.join("run/phases");
+    // The scripted policy answers about 3 in 4 held-out questions: the eval at step 2 holds.
+    let a = lines(&phases.join("a/metrics.jsonl"));
+    assert!(
+        a[1]["easyr1/val/accuracy_reward"].as_f64().unwrap() >= 0.5,
+        "{:?}",
+        a[1]
+    );
+    let manifest = std::fs::read_to_string(dir.join("run/manifest.toml")).unwrap();
+    assert!(
+        manifest.contains("a stopped at step 3 on EasyR1: eval(0.5, every 2) held at step 2"),
+        "{manifest}"
+    );
+    let b = lines(&phases.join("b/metrics.jsonl"));
+    let informative: Vec<f64> = b
+        .iter()
+        .map(|m| m["informative_frac"].as_f64().unwrap())
+        .collect();
+    assert!(
+        informative.iter().all(|f| (0.0..0.9).contains(f)),
+        "{informative:?}"
+    );
+    assert!(
+        manifest
+            .contains("b stopped at step 3 on EasyR1: informative_below(0.9, 2) held at step 2"),
+        "{manifest}"
+    );
+}
+
 /// What EasyR1 cannot run, curric refuses before launching anything.
 #[test]
 fn the_driver_refuses_what_easyr1_cannot_run() {
