@@ -872,6 +872,10 @@ fn write_rows(dir: &Path, name: &str, rows: &[Sample]) -> Result<usize> {
             rels.push(rel);
         }
         let mut row = crate::data::jsonl::to_row(s, &rels);
+        // EasyR1 collates every other field into a numpy object array per batch, where
+        // equal-length lists become a second axis; the rewards' lists travel in
+        // `ground_truth` instead.
+        row.retain(|k, v| k == "images" || !(v.is_array() || v.is_object()));
         row.insert("ground_truth".into(), ground_truth(s).into());
         out.push_str(&Value::Object(row).to_string());
         out.push('\n');
