@@ -73,19 +73,29 @@ pub struct RunArgs {
     /// easyr1: the interpreter EasyR1 runs under.
     #[arg(long, default_value = "python3")]
     pub python: String,
-    /// easyr1: the start weights, a Hugging Face id or directory (see `curric export easyr1`).
+    #[command(flatten)]
+    pub cluster: Cluster,
+    /// easyr1: steps per launch when curric evaluates the stop condition between launches.
+    #[arg(long, default_value_t = 25)]
+    pub chunk_steps: u64,
+}
+
+/// Where EasyR1 runs and from what: shared by `run --backend easyr1` and `export easyr1`.
+#[derive(Args, Debug, Clone)]
+pub struct Cluster {
+    /// EasyR1's start weights: a Hugging Face id or a checkpoint directory (needed when the
+    /// curriculum's model is curric's built-in tiny VLM).
     #[arg(long)]
     pub model: Option<String>,
-    /// easyr1: export despite a listed difference (e.g. `mask_truncated`).
-    #[arg(long)]
-    pub accept: Vec<String>,
+    /// Ray nodes.
     #[arg(long, default_value_t = 1)]
     pub nodes: u64,
     #[arg(long, default_value_t = 8)]
     pub gpus_per_node: u64,
-    /// easyr1: steps per launch when curric evaluates the stop condition between launches.
-    #[arg(long, default_value_t = 25)]
-    pub chunk_steps: u64,
+    /// Run despite a listed difference from curric (e.g. `mask_truncated`); the manifest
+    /// records it.
+    #[arg(long)]
+    pub accept: Vec<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,10 +228,10 @@ fn run_easyr1(args: &RunArgs, plan: &crate::plan::Plan, run_dir: PathBuf) -> Exi
         run_dir: run_dir.clone(),
         easyr1: args.easyr1.clone().unwrap_or_default(),
         python: args.python.clone(),
-        model: args.model.clone(),
-        nodes: args.nodes.max(1),
-        gpus_per_node: args.gpus_per_node.max(1),
-        accept: args.accept.clone(),
+        model: args.cluster.model.clone(),
+        nodes: args.cluster.nodes.max(1),
+        gpus_per_node: args.cluster.gpus_per_node.max(1),
+        accept: args.cluster.accept.clone(),
         chunk_steps: args.chunk_steps.max(1),
         device: args.device.clone(),
         quiet: args.quiet,
@@ -306,18 +316,8 @@ pub struct Easyr1Args {
     /// The directory to write (created; files in it are replaced).
     #[arg(long)]
     pub out: PathBuf,
-    /// The start weights EasyR1 loads: a Hugging Face id or a checkpoint directory (needed
-    /// when the curriculum's model is curric's built-in tiny VLM).
-    #[arg(long)]
-    pub model: Option<String>,
-    #[arg(long, default_value_t = 1)]
-    pub nodes: u64,
-    #[arg(long, default_value_t = 8)]
-    pub gpus_per_node: u64,
-    /// Export despite a listed difference from curric (e.g. `mask_truncated`); the manifest
-    /// records it.
-    #[arg(long)]
-    pub accept: Vec<String>,
+    #[command(flatten)]
+    pub cluster: Cluster,
     /// A probe's results.jsonl: write the data of the phases whose levels come from it.
     #[arg(long)]
     pub pass_rates: Option<PathBuf>,
@@ -368,10 +368,10 @@ fn export_easyr1(args: Easyr1Args) -> ExitCode {
     let opts = super::easyr1::ExportOptions {
         out: args.out.clone(),
         curriculum_file: std::fs::canonicalize(&args.file).unwrap_or(args.file.clone()),
-        model: args.model,
-        nodes: args.nodes.max(1),
-        gpus_per_node: args.gpus_per_node.max(1),
-        accept: args.accept,
+        model: args.cluster.model,
+        nodes: args.cluster.nodes.max(1),
+        gpus_per_node: args.cluster.gpus_per_node.max(1),
+        accept: args.cluster.accept,
         pass_rates: args.pass_rates,
         only: args.only,
     };
