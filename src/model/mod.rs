@@ -12,6 +12,7 @@ pub mod nn;
 pub mod ops;
 pub mod policy;
 pub mod qwen2;
+pub mod qwen_vl_image;
 pub mod tokenizer;
 mod types;
 pub mod vision;
