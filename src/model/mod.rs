@@ -8,6 +8,7 @@
 pub mod checkpoint;
 pub mod config;
 mod error;
+pub mod mrope;
 pub mod nn;
 pub mod ops;
 pub mod policy;
