@@ -68,3 +68,65 @@ fn prompts_that_do_not_fit_their_images_are_errors() {
     // No image at all.
     assert!(rope_index(&[1, 2], pad, &[[1, 2, 2]], 2).is_err());
 }
+
+/// A query rotated with curric's tables equals the query each family's decoder rotates:
+/// sectioned frequencies in Qwen2.5-VL, interleaved in Qwen3-VL.
+#[test]
+fn rotary_tables_rotate_like_each_familys_decoder() {
+    use curric::model::mrope::{mrope_tables, MropeLayout};
+    let all = fixtures();
+    for (family, layout) in [
+        ("qwen2_5_vl", MropeLayout::Sectioned),
+        ("qwen3_vl", MropeLayout::Interleaved),
+    ] {
+        let f = &all[family];
+        let r = &f["rotary"];
+        let d = r["head_dim"].as_u64().unwrap() as usize;
+        let s = ints(&r["sections"]);
+        let pos = &f["cases"]["two_images"]["position_ids"];
+        let positions = [ints(&pos[0]), ints(&pos[1]), ints(&pos[2])];
+        let (cos, sin) = mrope_tables(
+            &positions,
+            d,
+            r["theta"].as_f64().unwrap(),
+            [s[0] as usize, s[1] as usize, s[2] as usize],
+            layout,
+        )
+        .unwrap();
+        let rows = |v: &Value| -> Vec<Vec<f32>> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|row| {
+                    row.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_f64().unwrap() as f32)
+                        .collect()
+                })
+                .collect()
+        };
+        let (q, want) = (rows(&r["q"]), rows(&r["q_rotated"]));
+        let mut max = 0f32;
+        for (t, (qt, wt)) in q.iter().zip(&want).enumerate() {
+            for k in 0..d {
+                // rotate_half: (-x2, x1).
+                let rot = if k < d / 2 {
+                    -qt[k + d / 2]
+                } else {
+                    qt[k - d / 2]
+                };
+                let got = qt[k] * cos[t * d + k] + rot * sin[t * d + k];
+                max = max.max((got - wt[k]).abs());
+            }
+        }
+        assert!(max < 1e-5, "{family}: max |Δ| {max}");
+    }
+    // The two layouts differ on these ids: the test would notice a swapped layout.
+    let pos = &all["qwen3_vl"]["cases"]["two_images"]["position_ids"];
+    let positions = [ints(&pos[0]), ints(&pos[1]), ints(&pos[2])];
+    let a = mrope_tables(&positions, 16, 1e4, [2, 3, 3], MropeLayout::Sectioned).unwrap();
+    let b = mrope_tables(&positions, 16, 1e4, [2, 3, 3], MropeLayout::Interleaved).unwrap();
+    assert_ne!(a.0, b.0);
+    assert!(mrope_tables(&positions, 16, 1e4, [2, 3, 2], MropeLayout::Sectioned).is_err());
+}

@@ -80,3 +80,63 @@ pub fn rope_index(
         positions: pos,
     })
 }
+
+/// How the rotary frequencies are shared among the three axes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MropeLayout {
+    /// Qwen2-VL and Qwen2.5-VL: the first `sections[0]` frequencies follow the temporal
+    /// position, the next `sections[1]` the row, the rest the column.
+    Sectioned,
+    /// Qwen3-VL: frequencies cycle temporal, row, column, so every axis spans low and high
+    /// frequencies; row and column stop after `sections[1]` and `sections[2]` turns.
+    Interleaved,
+}
+
+/// The axis that drives frequency `j`.
+fn axis(j: usize, sections: [usize; 3], layout: MropeLayout) -> usize {
+    match layout {
+        MropeLayout::Sectioned if j < sections[0] => 0,
+        MropeLayout::Sectioned if j < sections[0] + sections[1] => 1,
+        MropeLayout::Sectioned => 2,
+        MropeLayout::Interleaved if j % 3 == 1 && j < 3 * sections[1] => 1,
+        MropeLayout::Interleaved if j % 3 == 2 && j < 3 * sections[2] => 2,
+        MropeLayout::Interleaved => 0,
+    }
+}
+
+/// Per-token `cos` and `sin` of the rotary embedding, each `[len, head_dim]` row-major with
+/// the `head_dim / 2` frequencies repeated (the rotate-half convention). Computed in f32, as
+/// Hugging Face does: `1 / theta^(2j / head_dim)` times the position.
+pub fn mrope_tables(
+    positions: &[Vec<i64>; 3],
+    head_dim: usize,
+    theta: f64,
+    sections: [usize; 3],
+    layout: MropeLayout,
+) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
+    let half = head_dim / 2;
+    if head_dim % 2 != 0 || sections.iter().sum::<usize>() != half {
+        return Err(ModelError::Config {
+            path: "config.json".into(),
+            message: format!(
+                "mrope_section {sections:?} must sum to head_dim / 2 = {half} (head_dim {head_dim})"
+            ),
+        });
+    }
+    let len = positions[0].len();
+    let inv: Vec<f32> = (0..half)
+        .map(|j| 1.0 / (theta as f32).powf((2 * j) as f32 / head_dim as f32))
+        .collect();
+    let (mut cos, mut sin) = (vec![0f32; len * head_dim], vec![0f32; len * head_dim]);
+    for t in 0..len {
+        for (j, f) in inv.iter().enumerate() {
+            let angle = positions[axis(j, sections, layout)][t] as f32 * f;
+            let (s, c) = angle.sin_cos();
+            for k in [j, j + half] {
+                cos[t * head_dim + k] = c;
+                sin[t * head_dim + k] = s;
+            }
+        }
+    }
+    Ok((cos, sin))
+}
