@@ -115,7 +115,7 @@ pub fn mrope_tables(
     layout: MropeLayout,
 ) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
     let half = head_dim / 2;
-    if head_dim % 2 != 0 || sections.iter().sum::<usize>() != half {
+    if !head_dim.is_multiple_of(2) || sections.iter().sum::<usize>() != half {
         return Err(ModelError::Config {
             path: "config.json".into(),
             message: format!(
