@@ -273,6 +273,42 @@ stage b { after = a  stop = steps(12) or informative_below(0.9, 2) }
     );
 }
 
+/// A phase with a step count runs in one launch, checkpointed every 25 steps; killed after
+/// step 27 it keeps the metrics of the 25 steps EasyR1 will not train again, and the resumed
+/// launch adds the rest, each step once.
+#[test]
+fn a_killed_launch_keeps_the_steps_up_to_easyr1s_last_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let text = r#"
+name = "long"
+seed = 5
+model = hf("Qwen/Qwen2.5-VL-3B-Instruct")
+device = cpu
+source s { suite = perception n = 6 }
+reward acc = 1.0 accuracy(boxed)
+stage rl { kind = grpo mix = s reward = acc group_size = 2 prompts_per_step = 2 stop = steps(30) }
+"#;
+    std::fs::write(dir.join("d.curr"), text).unwrap();
+    let first = run(dir, Some(27));
+    assert!(!first.status.success());
+    let metrics = dir.join("run/phases/rl/metrics.jsonl");
+    assert_eq!(
+        lines(&metrics).len(),
+        25,
+        "steps 1-25, up to the checkpoint"
+    );
+    let second = run(dir, None);
+    assert!(second.status.success(), "{}", stderr(&second));
+    let steps: Vec<u64> = lines(&metrics)
+        .iter()
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=30).collect::<Vec<u64>>());
+    let launches = lines(&dir.join("run/phases/rl/launches.jsonl"));
+    assert_eq!(launches[1]["start"], 25);
+}
+
 /// What EasyR1 cannot run, curric refuses before launching anything.
 #[test]
 fn the_driver_refuses_what_easyr1_cannot_run() {

@@ -356,13 +356,20 @@ impl Job<'_> {
                 bound
             };
             let t0 = Instant::now();
-            self.launch(model, &[format!("trainer.max_steps={target}")])?;
+            let launched = self.launch(model, &[format!("trainer.max_steps={target}")]);
             let seconds = t0.elapsed().as_secs_f64();
+            // Read even when EasyR1 died: it truncates the log when it restarts, and the
+            // steps up to its last checkpoint will not run again.
+            let upto = match &launched {
+                Ok(()) => target,
+                Err(_) => last_checkpoint(&self.dir.join("checkpoints"))
+                    .map_or(progress.steps, |(s, _)| s.clamp(progress.steps, target)),
+            };
             let lines = read_log(&self.dir.join("checkpoints/experiment_log.jsonl"))?;
             let trained: Vec<&Value> = lines
                 .iter()
                 .filter(|l| l.get("reward").is_some())
-                .filter(|l| step_of(l) > progress.steps)
+                .filter(|l| (progress.steps + 1..=upto).contains(&step_of(l)))
                 .collect();
             let first = progress.steps;
             for line in trained {
@@ -378,7 +385,7 @@ impl Job<'_> {
                             .unwrap_or(0.0);
                         BTreeMap::from([(EVAL_METRIC.to_string(), score)])
                     });
-                    let frac = (step - first) as f64 / (target - first).max(1) as f64;
+                    let frac = (step - first) as f64 / (upto - first).max(1) as f64;
                     let obs = Observation {
                         step,
                         epochs: (step * g.prompts_per_step) as f64 / epoch as f64,
@@ -397,14 +404,15 @@ impl Job<'_> {
                 }
             }
             progress.stop.elapsed_before_s += seconds;
-            progress.steps = target;
-            progress.launches += 1;
+            progress.steps = upto;
+            progress.launches += launched.is_ok() as u64;
             write_atomic(
                 &progress_path,
                 serde_json::to_string_pretty(&progress)
                     .expect("progress serialises")
                     .as_bytes(),
             )?;
+            launched?;
         }
         let (step, actor) = last_checkpoint(&self.dir.join("checkpoints"))
             .ok_or_else(|| perr(p, "EasyR1 left no checkpoint"))?;
