@@ -14,6 +14,7 @@ pub mod ops;
 pub mod policy;
 pub mod qwen2;
 pub mod qwen25_vision;
+pub mod qwen3_vision;
 pub mod qwen_vl_image;
 pub mod qwen_vl_layout;
 pub mod tokenizer;

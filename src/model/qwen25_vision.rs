@@ -47,8 +47,9 @@ pub struct VisionTower {
     merger_fc2: Linear,
 }
 
-/// Additive mask `[1, 1, n, n]` that lets a patch attend only inside its segment of `cu`.
-fn block_diagonal(cu: &[usize], n: usize, dev: &Device) -> Result<Tensor> {
+/// Additive mask `[1, 1, n, n]` that lets a patch attend only inside its segment of `cu`
+/// (images, or windows of one).
+pub(crate) fn block_diagonal(cu: &[usize], n: usize, dev: &Device) -> Result<Tensor> {
     let mut m = vec![NEG; n * n];
     for w in cu.windows(2) {
         for i in w[0]..w[1] {
