@@ -23,6 +23,36 @@ fn config() -> Config {
     }
 }
 
+/// Sets every variable the tower created to the checkpoint tensor of its name.
+fn load_weights(varmap: &candle_nn::VarMap, t: &std::collections::HashMap<String, Tensor>) {
+    for (name, var) in varmap.data().lock().unwrap().iter() {
+        var.set(&t[name]).unwrap();
+    }
+}
+
+/// Every variable received a finite, non-zero gradient.
+fn assert_every_var_has_a_gradient(
+    vars: &std::collections::HashMap<String, candle_core::Var>,
+    grads: &candle_core::backprop::GradStore,
+) {
+    for (name, var) in vars.iter() {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name}: no gradient"));
+        let norm = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            norm > 0.0 && norm.is_finite(),
+            "{name}: gradient norm {norm}"
+        );
+    }
+}
+
 fn load() -> (std::collections::HashMap<String, Tensor>, Vec<[usize; 3]>) {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -72,9 +102,7 @@ fn every_weight_gets_a_gradient() {
     let varmap = candle_nn::VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let tower = VisionTower::new(&config(), vb).unwrap();
-    for (name, var) in varmap.data().lock().unwrap().iter() {
-        var.set(&t[name]).unwrap();
-    }
+    load_weights(&varmap, &t);
     let y = tower.forward(&t["input.pixel_values"], &grids).unwrap();
     let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
     let vars = varmap.data().lock().unwrap();
@@ -83,22 +111,7 @@ fn every_weight_gets_a_gradient() {
         30,
         "patch embedding, 2 × 12 block tensors, 5 merger tensors"
     );
-    for (name, var) in vars.iter() {
-        let g = grads
-            .get(var.as_tensor())
-            .unwrap_or_else(|| panic!("{name}: no gradient"));
-        let norm = g
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(
-            norm > 0.0 && norm.is_finite(),
-            "{name}: gradient norm {norm}"
-        );
-    }
+    assert_every_var_has_a_gradient(&vars, &grads);
 }
 
 fn max_diff(got: &Tensor, want: &Tensor) -> (f32, f32) {
@@ -181,9 +194,7 @@ fn every_qwen3_weight_gets_a_gradient() {
     let varmap = candle_nn::VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let tower = curric::model::qwen3_vision::VisionTower::new(&cfg, vb).unwrap();
-    for (name, var) in varmap.data().lock().unwrap().iter() {
-        var.set(&t[name]).unwrap();
-    }
+    load_weights(&varmap, &t);
     let out = tower.forward(&t["input.pixel_values"], &grids).unwrap();
     let mut loss = out.embeds.sqr().unwrap().sum_all().unwrap();
     for d in &out.deepstack {
@@ -200,20 +211,5 @@ fn every_qwen3_weight_gets_a_gradient() {
         expected,
         "every checkpoint tensor is a weight of the tower"
     );
-    for (name, var) in vars.iter() {
-        let g = grads
-            .get(var.as_tensor())
-            .unwrap_or_else(|| panic!("{name}: no gradient"));
-        let norm = g
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(
-            norm > 0.0 && norm.is_finite(),
-            "{name}: gradient norm {norm}"
-        );
-    }
+    assert_every_var_has_a_gradient(&vars, &grads);
 }

@@ -104,21 +104,24 @@ pub enum Backend {
     Easyr1,
 }
 
+/// A checked, planned curriculum; on failure the diagnostics are printed and the exit code
+/// returned.
+fn load_plan(file: &std::path::Path, seed: Option<u64>) -> Result<crate::plan::Plan, ExitCode> {
+    let (c, _) = crate::check::load_seeded(file, seed)?;
+    crate::plan::plan(&c).map_err(|e| {
+        crate::errln!("error: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 /// Exit code of a run that a test hook cut short, like a killed process.
 pub const CRASH_EXIT: u8 = 3;
 
 pub fn run(args: RunArgs) -> ExitCode {
     init_tracing();
-    let (c, _) = match crate::check::load_seeded(&args.file, args.seed) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let plan = match crate::plan::plan(&c) {
+    let plan = match load_plan(&args.file, args.seed) {
         Ok(p) => p,
-        Err(e) => {
-            crate::errln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let (plan, pass_rates) = match only(&args, plan) {
         Ok(x) => x,
@@ -266,16 +269,9 @@ fn run_easyr1(args: &RunArgs, plan: &crate::plan::Plan, run_dir: PathBuf) -> Exi
 
 /// `curric plan FILE --run-dir DIR`: the plan table with a fresh / dirty column.
 pub fn plan_status(file: &std::path::Path, run_dir: &std::path::Path) -> ExitCode {
-    let (c, _) = match crate::check::load(file) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let plan = match crate::plan::plan(&c) {
+    let plan = match load_plan(file, None) {
         Ok(p) => p,
-        Err(e) => {
-            crate::errln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match super::runner::status(&plan, run_dir) {
         Ok(status) => crate::out::print(&format!(
@@ -354,16 +350,9 @@ pub fn export(cmd: ExportCommand) -> ExitCode {
 }
 
 fn export_easyr1(args: Easyr1Args) -> ExitCode {
-    let (c, _) = match crate::check::load(&args.file) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let plan = match crate::plan::plan(&c) {
+    let plan = match load_plan(&args.file, None) {
         Ok(p) => p,
-        Err(e) => {
-            crate::errln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let opts = super::easyr1::ExportOptions {
         out: args.out.clone(),

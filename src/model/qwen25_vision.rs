@@ -30,8 +30,7 @@ pub struct Config {
 
 struct Block {
     norm1: RmsNorm,
-    qkv: Linear,
-    proj: Linear,
+    attn: VisionAttention,
     norm2: RmsNorm,
     gate: Linear,
     up: Linear,
@@ -45,6 +44,42 @@ pub struct VisionTower {
     merger_norm: RmsNorm,
     merger_fc1: Linear,
     merger_fc2: Linear,
+}
+
+/// Self-attention over a sequence of packed patches (every image, or every window, one after
+/// another), with the 2-D rotary embedding on queries and keys and a block-diagonal mask that
+/// keeps each segment to itself. Both Qwen-VL towers attend this way.
+pub(crate) struct VisionAttention {
+    qkv: Linear,
+    proj: Linear,
+    heads: usize,
+}
+
+impl VisionAttention {
+    pub(crate) fn new(hidden: usize, heads: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            qkv: Linear::new(hidden, 3 * hidden, true, vb.pp("qkv"))?,
+            proj: Linear::new(hidden, hidden, true, vb.pp("proj"))?,
+            heads,
+        })
+    }
+
+    /// `x` `[n, hidden]` (normalised) → `[n, hidden]`.
+    pub(crate) fn forward(&self, x: &Tensor, rope: &RopeTables, mask: &Tensor) -> Result<Tensor> {
+        let (n, hidden) = x.dims2()?;
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape((n, 3, self.heads, hidden / self.heads))?
+            .permute((1, 2, 0, 3))?; // [3, heads, n, hd]
+        let head = |k: usize| qkv.get(k)?.unsqueeze(0)?.contiguous();
+        let (q, k, v) = (rope.apply(&head(0)?)?, rope.apply(&head(1)?)?, head(2)?);
+        let a = attention(&q, &k, &v, Some(mask))?
+            .squeeze(0)?
+            .transpose(0, 1)?
+            .reshape((n, hidden))?;
+        self.proj.forward(&a)
+    }
 }
 
 /// Additive mask `[1, 1, n, n]` that lets a patch attend only inside its segment of `cu`
@@ -71,8 +106,7 @@ impl VisionTower {
             let vb = vb.pp(format!("blocks.{b}"));
             blocks.push(Block {
                 norm1: RmsNorm::new(h, cfg.rms_norm_eps, vb.pp("norm1"))?,
-                qkv: Linear::new(h, 3 * h, true, vb.pp("attn.qkv"))?,
-                proj: Linear::new(h, h, true, vb.pp("attn.proj"))?,
+                attn: VisionAttention::new(h, cfg.num_heads, vb.pp("attn"))?,
                 norm2: RmsNorm::new(h, cfg.rms_norm_eps, vb.pp("norm2"))?,
                 gate: Linear::new(h, i, true, vb.pp("mlp.gate_proj"))?,
                 up: Linear::new(h, i, true, vb.pp("mlp.up_proj"))?,
@@ -132,18 +166,7 @@ impl VisionTower {
             } else {
                 &windows
             };
-            let qkv = b
-                .qkv
-                .forward(&b.norm1.forward(&x)?)?
-                .reshape((n, 3, c.num_heads, head_dim))?
-                .permute((1, 2, 0, 3))?; // [3, heads, n, hd]
-            let head = |k: usize| qkv.get(k)?.unsqueeze(0)?.contiguous();
-            let (q, k, v) = (rope.apply(&head(0)?)?, rope.apply(&head(1)?)?, head(2)?);
-            let a = attention(&q, &k, &v, Some(mask))?
-                .squeeze(0)?
-                .transpose(0, 1)?
-                .reshape((n, hidden))?;
-            x = (&x + b.proj.forward(&a)?)?;
+            x = (&x + b.attn.forward(&b.norm1.forward(&x)?, &rope, mask)?)?;
             let h = b.norm2.forward(&x)?;
             let m = (b.gate.forward(&h)?.silu()? * b.up.forward(&h)?)?;
             x = (&x + b.down.forward(&m)?)?;

@@ -10,8 +10,8 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::nn::{attention, LayerNorm, Linear, RopeTables};
-use super::qwen25_vision::block_diagonal;
+use super::nn::{LayerNorm, Linear, RopeTables};
+use super::qwen25_vision::{block_diagonal, VisionAttention};
 use super::qwen_vl_layout::{patch_positions, vision_rotary_angles};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -32,8 +32,7 @@ pub struct Config {
 
 struct Block {
     norm1: LayerNorm,
-    qkv: Linear,
-    proj: Linear,
+    attn: VisionAttention,
     norm2: LayerNorm,
     fc1: Linear,
     fc2: Linear,
@@ -100,8 +99,7 @@ impl VisionTower {
             let vb = vb.pp(format!("blocks.{b}"));
             blocks.push(Block {
                 norm1: LayerNorm::new(h, 1e-6, vb.pp("norm1"))?,
-                qkv: Linear::new(h, 3 * h, true, vb.pp("attn.qkv"))?,
-                proj: Linear::new(h, h, true, vb.pp("attn.proj"))?,
+                attn: VisionAttention::new(h, cfg.num_heads, vb.pp("attn"))?,
                 norm2: LayerNorm::new(h, 1e-6, vb.pp("norm2"))?,
                 fc1: Linear::new(h, i, true, vb.pp("mlp.linear_fc1"))?,
                 fc2: Linear::new(i, h, true, vb.pp("mlp.linear_fc2"))?,
@@ -197,18 +195,7 @@ impl VisionTower {
         let mask = block_diagonal(&cu, n, dev)?;
         let mut deepstack = Vec::new();
         for (i, b) in self.blocks.iter().enumerate() {
-            let qkv = b
-                .qkv
-                .forward(&b.norm1.forward(&x)?)?
-                .reshape((n, 3, c.num_heads, head_dim))?
-                .permute((1, 2, 0, 3))?;
-            let head = |k: usize| qkv.get(k)?.unsqueeze(0)?.contiguous();
-            let (q, k, v) = (rope.apply(&head(0)?)?, rope.apply(&head(1)?)?, head(2)?);
-            let a = attention(&q, &k, &v, Some(&mask))?
-                .squeeze(0)?
-                .transpose(0, 1)?
-                .reshape((n, hidden))?;
-            x = (&x + b.proj.forward(&a)?)?;
+            x = (&x + b.attn.forward(&b.norm1.forward(&x)?, &rope, &mask)?)?;
             let m = b.fc1.forward(&b.norm2.forward(&x)?)?.gelu()?;
             x = (&x + b.fc2.forward(&m)?)?;
             if let Some(k) = c.deepstack_visual_indexes.iter().position(|&d| d == i) {

@@ -247,11 +247,12 @@ impl Job<'_> {
         let mut table = PassRateTable::new();
         for e in self.plan.edges.iter().filter(|e| e.to == self.p.id) {
             if e.handoff.pass_rates == Carry::Keep {
+                // Every driven phase leaves the table it ended with.
                 let path = self.rd.phase(&e.from).join(PASS_RATES_FILE);
-                if let Ok(text) = std::fs::read_to_string(&path) {
-                    let t = PassRateTable::from_json(&text).map_err(|e| perr(self.p, e))?;
-                    table.merge(&t);
-                }
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| ExecError::io("read", &path, e))?;
+                let t = PassRateTable::from_json(&text).map_err(|e| perr(self.p, e))?;
+                table.merge(&t);
             }
         }
         if !(resume && self.dir.join("config.yaml").exists()) {
@@ -348,7 +349,6 @@ impl Job<'_> {
         };
         let mut metrics =
             MetricsWriter::open(self.dir, &p.id, Some(&p.stage), Some(progress.steps))?;
-        let epoch = count_lines(&self.dir.join("train.jsonl"))?.max(1);
         while progress.stopped.is_none() && progress.steps < bound {
             let target = if chunked {
                 (progress.steps + self.o.chunk_steps.max(1)).min(bound)
@@ -377,18 +377,15 @@ impl Job<'_> {
                 let values = step_metrics(line);
                 metrics.log(step, self.global + step, &values)?;
                 if chunked && progress.stopped.is_none() {
-                    let eval = line.get("val").map(|v| {
-                        let score = v
-                            .get("accuracy_reward")
-                            .or_else(|| v.get("reward_score"))
-                            .and_then(Value::as_f64)
-                            .unwrap_or(0.0);
-                        BTreeMap::from([(EVAL_METRIC.to_string(), score)])
-                    });
+                    let eval = line
+                        .get("val")
+                        .and_then(|v| v.get("accuracy_reward").or_else(|| v.get("reward_score")))
+                        .and_then(Value::as_f64)
+                        .map(|score| BTreeMap::from([(EVAL_METRIC.to_string(), score)]));
                     let frac = (step - first) as f64 / (upto - first).max(1) as f64;
                     let obs = Observation {
                         step,
-                        epochs: (step * g.prompts_per_step) as f64 / epoch as f64,
+                        epochs: (step * g.prompts_per_step) as f64 / rows.max(1) as f64,
                         samples: step * g.prompts_per_step,
                         elapsed_s: seconds * frac,
                         metrics: values.clone(),
@@ -503,8 +500,8 @@ impl Job<'_> {
         })
     }
 
-    /// Runs a validation-only job and returns its per-rollout result lines.
-    fn validate_only(&self, model: &str) -> Result<Vec<Value>> {
+    /// Runs a validation-only job; returns the file of its per-rollout results.
+    fn validate_only(&self, model: &str) -> Result<PathBuf> {
         let results = self.dir.join(RESULTS_FILE);
         // A rerun of a killed job scores from scratch: the file is appended to.
         if results.exists() {
@@ -517,28 +514,26 @@ impl Job<'_> {
                 results.display()
             )],
         )?;
-        read_log(&results)
+        Ok(results)
     }
 
     fn probe(&self, model: &str, mut table: PassRateTable) -> Result<End> {
-        let lines = self.validate_only(model)?;
-        let mut passed = 0;
-        for l in &lines {
-            let id = l.get("id").and_then(Value::as_str).unwrap_or_default();
-            let ok = l.get("passed").and_then(Value::as_bool).unwrap_or(false);
-            passed += ok as u64;
+        let probed = super::read_results(&self.validate_only(model)?)?;
+        let (mut passed, mut rollouts) = (0, 0);
+        for (id, r) in &probed.records {
+            passed += r.successes;
+            rollouts += r.attempts;
             table
-                .record(id, ok as u64, 1, self.global)
+                .record(id, r.successes, r.attempts, self.global)
                 .map_err(|e| perr(self.p, e))?;
         }
         self.save_table(&table)?;
         Ok(End {
             reason: format!(
-                "{} probed {} samples with {} rollouts on EasyR1: {:.1}% passed",
+                "{} probed {} samples with {rollouts} rollouts on EasyR1: {:.1}% passed",
                 self.p.id,
-                table.len(),
-                lines.len(),
-                100.0 * passed as f64 / lines.len().max(1) as f64
+                probed.len(),
+                100.0 * passed as f64 / rollouts.max(1) as f64
             ),
             checkpoint: None,
             steps: 0,
@@ -546,32 +541,42 @@ impl Job<'_> {
     }
 
     fn eval(&self, model: &str, table: PassRateTable) -> Result<End> {
-        let lines = self.validate_only(model)?;
+        let results = self.validate_only(model)?;
         let rows: BTreeMap<String, Value> = read_log(&self.dir.join("val.jsonl"))?
             .into_iter()
             .filter_map(|r| Some((r.get("id")?.as_str()?.to_string(), r)))
             .collect();
         let threshold = crate::spec::keys::pass_threshold();
         let mut outcomes = Vec::new();
-        for l in &lines {
-            let id = l.get("id").and_then(Value::as_str).unwrap_or_default();
+        for (i, l) in read_log(&results)?.iter().enumerate() {
+            let bad = |what: &str| perr(self.p, format!("{}:{}: {what}", results.display(), i + 1));
+            let id = l
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("no string `id`"))?;
             let row = rows
                 .get(id)
-                .ok_or_else(|| perr(self.p, format!("result for unknown sample `{id}`")))?;
+                .ok_or_else(|| bad(&format!("result for unknown sample `{id}`")))?;
             // As curric grades an eval: by the accuracy term when there is one.
             let score = l
                 .get("accuracy")
                 .and_then(Value::as_f64)
                 .or_else(|| l.get("overall").and_then(Value::as_f64))
-                .unwrap_or(0.0);
+                .ok_or_else(|| bad("no `accuracy` or `overall` score"))?;
             outcomes.push(Outcome {
-                capability: row["capability"].as_str().unwrap_or_default().to_string(),
+                capability: row["capability"]
+                    .as_str()
+                    .ok_or_else(|| bad(&format!("sample `{id}` has no capability")))?
+                    .to_string(),
                 level: row
                     .get("difficulty")
                     .and_then(Value::as_str)
                     .map(str::to_string),
                 correct: score >= threshold,
-                length: l.get("length").and_then(Value::as_u64).unwrap_or(0) as usize,
+                length: l
+                    .get("length")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| bad("no `length`"))? as usize,
             });
         }
         let result = EvalResult::from_outcomes(&self.p.id, self.global, &outcomes);
