@@ -68,7 +68,8 @@ pub fn main() -> ExitCode {
             let format = match (dot, json) {
                 (true, _) => crate::plan::Format::Dot,
                 (_, true) => crate::plan::Format::Json,
-                _ => crate::plan::Format::Table,
+                // The table adds each training phase's memory, which reads the model's config.
+                _ => return crate::exec::memory::plan_table(&file),
             };
             crate::plan::run_plan(&file, format)
         }

@@ -174,7 +174,7 @@ fn hf_qwen2_checkpoint_loads_and_matches_candle_transformers() {
     let dir = tempfile::tempdir().unwrap();
     write_hf_checkpoint(dir.path());
     let p = Policy::load(dir.path(), &Device::Cpu).unwrap();
-    assert!(p.vlm().visual.is_none());
+    assert!(p.vlm().unwrap().visual.is_none());
     assert_eq!(p.eos_token(), 2);
 
     // Same weights (bf16 → f32) in candle-transformers' qwen2.
@@ -189,7 +189,7 @@ fn hf_qwen2_checkpoint_loads_and_matches_candle_transformers() {
         .unwrap();
     let n = ids.len();
     let ids = Tensor::from_vec(ids, (1, n), &Device::Cpu).unwrap();
-    let ours = p.vlm().decoder.forward_ids(&ids).unwrap();
+    let ours = p.decoder().forward_ids(&ids).unwrap();
     let hidden = reference.forward(&ids, 0, None).unwrap();
     let theirs = hidden
         .broadcast_matmul(&weights["lm_head.weight"].t().unwrap())

@@ -21,6 +21,7 @@ pub mod eval;
 pub mod export;
 pub mod fingerprint;
 pub mod manifest;
+pub mod memory;
 pub mod metrics;
 pub mod phases;
 pub mod progress;

@@ -18,6 +18,11 @@ pub fn read_dir(dir: &Path) -> Result<(VlmConfig, Tokenizer, HashMap<String, Ten
         path: cfg_path.clone(),
         message,
     })?;
+    Ok((cfg, read_tokenizer(dir)?, read_tensors(dir)?))
+}
+
+/// `dir/tokenizer.json`.
+pub fn read_tokenizer(dir: &Path) -> Result<Tokenizer, ModelError> {
     let tok_path = dir.join("tokenizer.json");
     if !tok_path.is_file() {
         return Err(ModelError::io(
@@ -25,8 +30,12 @@ pub fn read_dir(dir: &Path) -> Result<(VlmConfig, Tokenizer, HashMap<String, Ten
             std::io::Error::new(std::io::ErrorKind::NotFound, "tokenizer.json not found"),
         ));
     }
-    let tokenizer = Tokenizer::from_file(&tok_path)
-        .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", tok_path.display())))?;
+    Tokenizer::from_file(&tok_path)
+        .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", tok_path.display())))
+}
+
+/// Every tensor of `model.safetensors` or of the index's shards, as f32 on the CPU.
+pub fn read_tensors(dir: &Path) -> Result<HashMap<String, Tensor>, ModelError> {
     let mut tensors = HashMap::new();
     for file in weight_files(dir)? {
         let loaded = candle_core::safetensors::load(&file, &Device::Cpu)
@@ -40,7 +49,7 @@ pub fn read_dir(dir: &Path) -> Result<(VlmConfig, Tokenizer, HashMap<String, Ten
             tensors.insert(name, t);
         }
     }
-    Ok((cfg, tokenizer, tensors))
+    Ok(tensors)
 }
 
 /// `model.safetensors`, or the distinct shard files of the index, in sorted order.

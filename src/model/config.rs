@@ -22,6 +22,34 @@ pub struct DecoderConfig {
     pub rms_norm_eps: f64,
     #[serde(default)]
     pub tie_word_embeddings: bool,
+    /// Set where it is not `hidden_size / num_attention_heads` (Qwen3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
+    /// Biases on the q, k and v projections (Qwen2 has them, Qwen3 does not).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub attention_bias: bool,
+    /// RMSNorm of each query and key head before the rotary embedding (Qwen3). Not an HF
+    /// field: the model family implies it.
+    #[serde(skip)]
+    pub qk_norm: bool,
+    /// Multimodal RoPE (the Qwen-VL decoders); none means 1-D RoPE. Read from
+    /// `rope_scaling.mrope_section` by the Qwen-VL config.
+    #[serde(skip)]
+    pub mrope: Option<Mrope>,
+}
+
+/// How the Qwen-VL decoders split rotary frequencies among the temporal, row and column axes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mrope {
+    pub sections: [usize; 3],
+    pub layout: super::mrope::MropeLayout,
+}
+
+fn yes() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 fn default_max_pos() -> usize {
@@ -36,12 +64,14 @@ fn default_rms_eps() -> f64 {
 
 impl DecoderConfig {
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
     pub(crate) fn validate(&self) -> Result<(), String> {
         if self.num_attention_heads == 0
-            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+            || (self.head_dim.is_none()
+                && !self.hidden_size.is_multiple_of(self.num_attention_heads))
         {
             return Err("hidden_size must be a multiple of num_attention_heads".into());
         }
@@ -52,8 +82,17 @@ impl DecoderConfig {
         {
             return Err("num_attention_heads must be a multiple of num_key_value_heads".into());
         }
-        if !self.head_dim().is_multiple_of(2) {
+        if self.head_dim() == 0 || !self.head_dim().is_multiple_of(2) {
             return Err("head dimension must be even for RoPE".into());
+        }
+        if let Some(m) = &self.mrope {
+            if m.sections.iter().sum::<usize>() != self.head_dim() / 2 {
+                return Err(format!(
+                    "mrope_section {:?} must sum to head_dim / 2 = {}",
+                    m.sections,
+                    self.head_dim() / 2
+                ));
+            }
         }
         Ok(())
     }
@@ -208,6 +247,10 @@ pub fn preset(name: &str, vocab_size: usize) -> Result<VlmConfig, ModelError> {
             rope_theta: 10000.0,
             rms_norm_eps: 1e-6,
             tie_word_embeddings: true,
+            head_dim: None,
+            attention_bias: true,
+            qk_norm: false,
+            mrope: None,
         },
         vision: Some(VisionConfig {
             image_size: 48,

@@ -1,13 +1,15 @@
-//! Policies on candle: the built-in tiny VLM and HF Qwen2-style checkpoints, sampling with a
-//! KV cache, per-token log-probs with gradients, safetensors checkpoints.
+//! Policies on candle: the built-in tiny VLM, HF Qwen2-style checkpoints and Qwen2.5-VL /
+//! Qwen3-VL checkpoints, sampling with a KV cache, per-token log-probs with gradients, safetensors checkpoints.
 //!
 //! All trained code is written from differentiable candle primitives (see `nn`) or curric's
 //! own fused CPU ops with a backward (`ops`): candle-nn's fused softmax / norm / rope kernels
 //! have no backward pass.
 
+pub mod chat;
 pub mod checkpoint;
 pub mod config;
 mod error;
+pub mod footprint;
 pub mod mrope;
 pub mod nn;
 pub mod ops;
@@ -15,6 +17,7 @@ pub mod policy;
 pub mod qwen2;
 pub mod qwen25_vision;
 pub mod qwen3_vision;
+pub mod qwen_vl;
 pub mod qwen_vl_image;
 pub mod qwen_vl_layout;
 pub mod tokenizer;

@@ -1,11 +1,14 @@
-//! [`Policy`]: a [`Vlm`] with its tokenizer and variables — batched sampling with a KV cache,
-//! per-token log-probs with gradients, freezing by name prefix, checkpoints.
+//! [`Policy`]: a model with its tokenizer and variables — batched sampling with a KV cache,
+//! per-token log-probs with gradients, freezing by name prefix, checkpoints. The model is the
+//! built-in tiny VLM (or a text-only HF Qwen2 checkpoint) or a Qwen2.5-VL / Qwen3-VL
+//! checkpoint; the batch layout, sampling and scoring are the same for both.
 //!
 //! Batch layout: prompts (vision tokens spliced in at `<image>`, or prepended when the prompt
 //! has no placeholder) are left-padded to a common length, so every row's last prompt token
 //! sits at the same column; completions follow, right-padded. Padding is masked out of
 //! attention and positions count only real tokens, so a row's result does not depend on what
-//! else is in the batch.
+//! else is in the batch. Qwen-VL prompts go through the checkpoint's chat template and carry
+//! M-RoPE positions; their completions continue from the prompt's last position.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -14,36 +17,101 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Value};
 use tokenizers::Tokenizer;
 
+use super::chat::ChatTemplate;
 use super::config::{self, VlmConfig};
+use super::mrope::rope_index;
 use super::nn::causal_mask;
-use super::qwen2::{log_softmax, KvCache};
+use super::qwen2::{log_softmax, Decoder, KvCache};
+use super::qwen_vl::{self, Layout, QwenVl};
+use super::qwen_vl_image::{ImageProcessorConfig, Patches};
 use super::tokenizer as tok;
 use super::vlm::Vlm;
 use super::TokenLogProbs;
 use super::{checkpoint, Completion, ModelError, PolicyInput, PolicyModel, SamplingParams};
 
-/// One position of a prompt: a token, or patch `1` of batch image `0`.
+/// One position of a prompt: a token, or token `1` of batch image `0`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Item {
     Tok(u32),
     Vis(usize, usize),
 }
 
-/// Embedded rows of one batch: `emb` `[B, W, d]`, key validity per row and column,
-/// positions `[B, W]` (u32), and the width of the left-padded prompt part.
+/// One prompt: its items, their (temporal, row, column) positions, and the position of the
+/// first token after it.
+struct PromptRow {
+    items: Vec<Item>,
+    pos: [Vec<i64>; 3],
+    next: i64,
+}
+
+/// The prompts of one batch and the distinct images they show, with each image's patches
+/// (Qwen-VL) and its first row among the batch's image tokens.
+struct Prompts<'a> {
+    rows: Vec<PromptRow>,
+    images: Vec<&'a image::RgbImage>,
+    patches: Vec<Patches>,
+    offsets: Vec<usize>,
+}
+
+/// Embedded rows of one batch: `emb` `[B, W, d]`, key validity per row and column, positions
+/// per axis (`B · W`, row-major), DeepStack addends `[B, W, d]`, and the width of the
+/// left-padded prompt part.
 struct Batch {
     emb: Tensor,
     valid: Vec<Vec<bool>>,
-    positions: Tensor,
+    axes: [Vec<i64>; 3],
+    addends: Vec<Tensor>,
     prompt_width: usize,
+}
+
+/// What a policy is built from, besides its tensors.
+#[derive(Clone)]
+enum Spec {
+    Tiny(Box<VlmConfig>),
+    QwenVl(Box<QwenSpec>),
+}
+
+#[derive(Clone)]
+struct QwenSpec {
+    cfg: qwen_vl::Config,
+    images: ImageProcessorConfig,
+    template: ChatTemplate,
+    layout: Layout,
+    /// Ids that end a completion: `eos_token_id` of config.json and generation_config.json.
+    stops: Vec<u32>,
+    /// config.json and the tokenizer and processor files, written back unchanged on save.
+    files: Vec<(String, Vec<u8>)>,
+}
+
+/// Files a Qwen-VL checkpoint carries besides its weights.
+const QWEN_FILES: [&str; 11] = [
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "vocab.json",
+    "merges.txt",
+];
+
+enum Net {
+    Tiny(Vlm),
+    QwenVl(QwenVl),
 }
 
 /// A trainable (or frozen) policy.
 pub struct Policy {
+    spec: Spec,
+    /// The decoder's config (and the built-in model's vision tower).
     cfg: VlmConfig,
-    vlm: Vlm,
+    net: Net,
     varmap: VarMap,
     tokenizer: Tokenizer,
     device: Device,
@@ -51,6 +119,7 @@ pub struct Policy {
     /// A reference copy: no variable is trainable and log-probs come back detached.
     reference: bool,
     eos: u32,
+    stops: Vec<u32>,
     pad: u32,
     image_token: Option<u32>,
 }
@@ -58,7 +127,7 @@ pub struct Policy {
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Policy")
-            .field("preset", &self.cfg.preset)
+            .field("model", &self.family())
             .field("params", &self.num_params())
             .field("frozen", &self.frozen)
             .field("reference", &self.reference)
@@ -96,7 +165,7 @@ impl Policy {
         seed: u64,
         device: &Device,
     ) -> Result<Self, ModelError> {
-        let p = Self::build(cfg, tokenizer, device)?;
+        let p = Self::build(Spec::Tiny(Box::new(cfg)), tokenizer, device)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         for (name, var) in p.named_vars() {
             let shape = var.shape().clone();
@@ -118,29 +187,47 @@ impl Policy {
         Ok(p)
     }
 
-    /// Builds the variables for `cfg` (values unspecified) and the model over them.
-    fn build(cfg: VlmConfig, tokenizer: Tokenizer, device: &Device) -> Result<Self, ModelError> {
+    /// Builds the variables for `spec` (values unspecified) and the model over them.
+    fn build(spec: Spec, tokenizer: Tokenizer, device: &Device) -> Result<Self, ModelError> {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-        let vlm = Vlm::new(&cfg, vb)?;
-        let eos = cfg
-            .eos_token_id
-            .or_else(|| tokenizer.token_to_id(tok::EOS))
-            .or_else(|| tokenizer.token_to_id("<|endoftext|>"))
-            .ok_or_else(|| {
-                ModelError::Invalid("no EOS token: set eos_token_id in config.json".into())
-            })?;
+        let (cfg, net, stops, image_token) = match &spec {
+            Spec::Tiny(cfg) => {
+                let eos = cfg
+                    .eos_token_id
+                    .or_else(|| tokenizer.token_to_id(tok::EOS))
+                    .or_else(|| tokenizer.token_to_id("<|endoftext|>"));
+                let net = Net::Tiny(Vlm::new(cfg, vb)?);
+                let image = tokenizer.token_to_id(tok::IMAGE);
+                ((**cfg).clone(), net, eos.into_iter().collect(), image)
+            }
+            Spec::QwenVl(q) => {
+                let cfg = VlmConfig {
+                    decoder: q.cfg.text.clone(),
+                    vision: None,
+                    preset: None,
+                    eos_token_id: q.stops.first().copied(),
+                    pad_token_id: q.cfg.pad_token_id,
+                };
+                let net = Net::QwenVl(QwenVl::new(&q.cfg, vb)?);
+                (cfg, net, q.stops.clone(), Some(q.cfg.image_token_id))
+            }
+        };
+        let eos = *stops.first().ok_or_else(|| {
+            ModelError::Invalid("no EOS token: set eos_token_id in config.json".into())
+        })?;
         let pad = cfg.pad_token_id.unwrap_or(eos);
-        let image_token = tokenizer.token_to_id(tok::IMAGE);
         Ok(Self {
+            spec,
             cfg,
-            vlm,
+            net,
             varmap,
             tokenizer,
             device: device.clone(),
             frozen: Vec::new(),
             reference: false,
             eos,
+            stops,
             pad,
             image_token,
         })
@@ -151,21 +238,36 @@ impl Policy {
     pub fn from_tensors(
         cfg: VlmConfig,
         tokenizer: Tokenizer,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        Self::from_spec(Spec::Tiny(Box::new(cfg)), tokenizer, tensors, device)
+    }
+
+    /// `tensors` are named as the model names its variables.
+    fn from_spec(
+        spec: Spec,
+        tokenizer: Tokenizer,
         mut tensors: HashMap<String, Tensor>,
         device: &Device,
     ) -> Result<Self, ModelError> {
-        let p = Self::build(cfg, tokenizer, device)?;
+        let p = Self::build(spec, tokenizer, device)?;
+        // Errors name tensors as the checkpoint's files do.
+        let file_name = |name: &str| match &p.spec {
+            Spec::QwenVl(q) => q.layout.from_model(name),
+            Spec::Tiny(_) => name.to_string(),
+        };
         for (name, var) in p.named_vars() {
             let expected = var.dims().to_vec();
             let t = tensors
                 .remove(&name)
                 .ok_or_else(|| ModelError::MissingTensor {
-                    name: name.clone(),
+                    name: file_name(&name),
                     expected: expected.clone(),
                 })?;
             if t.dims() != expected.as_slice() {
                 return Err(ModelError::ShapeMismatch {
-                    name,
+                    name: file_name(&name),
                     expected,
                     found: t.dims().to_vec(),
                 });
@@ -180,16 +282,106 @@ impl Policy {
             .collect();
         extras.sort();
         if let Some(k) = extras.first() {
-            return Err(ModelError::UnexpectedTensor((*k).clone()));
+            return Err(ModelError::UnexpectedTensor(file_name(k)));
         }
         Ok(p)
     }
 
-    /// Loads `dir/config.json`, `dir/tokenizer.json` and `dir/model.safetensors` (or the shards
-    /// of `model.safetensors.index.json`); bf16 / f16 weights become f32.
+    /// Loads a checkpoint directory: `config.json`, `tokenizer.json` and `model.safetensors`
+    /// (or the shards of `model.safetensors.index.json`); bf16 / f16 weights become f32. A
+    /// Qwen2.5-VL or Qwen3-VL `config.json` loads that family, with its image processor and
+    /// chat template; anything else is the built-in model or a text-only Qwen2.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
+        let bad = |message: String| ModelError::Config {
+            path: cfg_path.clone(),
+            message,
+        };
+        let v: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if qwen_vl::Family::detect(&v).is_some() {
+            return Self::load_qwen_vl(dir, &v, device);
+        }
         let (cfg, tokenizer, tensors) = checkpoint::read_dir(dir)?;
         Self::from_tensors(cfg, tokenizer, tensors, device)
+    }
+
+    fn load_qwen_vl(dir: &Path, v: &Value, device: &Device) -> Result<Self, ModelError> {
+        let cfg = qwen_vl::Config::from_json(v).map_err(|message| ModelError::Config {
+            path: dir.join("config.json"),
+            message,
+        })?;
+        let pre_path = dir.join("preprocessor_config.json");
+        let pre = std::fs::read_to_string(&pre_path).map_err(|e| ModelError::io(&pre_path, e))?;
+        let images = ImageProcessorConfig::from_json(&pre).map_err(|e| match e {
+            ModelError::Config { message, .. } => ModelError::Config {
+                path: pre_path.clone(),
+                message,
+            },
+            other => other,
+        })?;
+        if images.merge_size != cfg.merge_size() {
+            return Err(ModelError::Config {
+                path: pre_path,
+                message: format!(
+                    "merge_size {} differs from config.json's spatial_merge_size {}",
+                    images.merge_size,
+                    cfg.merge_size()
+                ),
+            });
+        }
+        let template = ChatTemplate::from_dir(dir)?.ok_or_else(|| ModelError::Config {
+            path: dir.join("tokenizer_config.json"),
+            message: "no chat template (chat_template.jinja, chat_template.json or \
+                      tokenizer_config.json's `chat_template`)"
+                .into(),
+        })?;
+        let tokenizer = checkpoint::read_tokenizer(dir)?;
+        let mut stops = cfg.eos_token_ids.clone();
+        if let Ok(g) = std::fs::read_to_string(dir.join("generation_config.json")) {
+            let g: Value = serde_json::from_str(&g).map_err(|e| ModelError::Config {
+                path: dir.join("generation_config.json"),
+                message: e.to_string(),
+            })?;
+            let ids: Vec<u32> = match g.get("eos_token_id") {
+                Some(Value::Number(n)) => n.as_u64().map(|x| x as u32).into_iter().collect(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|x| x.as_u64())
+                    .map(|x| x as u32)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for id in ids {
+                if !stops.contains(&id) {
+                    stops.push(id);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        for name in QWEN_FILES {
+            let p = dir.join(name);
+            match std::fs::read(&p) {
+                Ok(bytes) => files.push((name.to_string(), bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ModelError::io(p, e)),
+            }
+        }
+        let tensors = checkpoint::read_tensors(dir)?;
+        let layout = Layout::of(tensors.keys());
+        let tensors = tensors
+            .into_iter()
+            .map(|(k, t)| (layout.to_model(&k), t))
+            .collect();
+        let spec = QwenSpec {
+            cfg,
+            images,
+            template,
+            layout,
+            stops,
+            files,
+        };
+        Self::from_spec(Spec::QwenVl(Box::new(spec)), tokenizer, tensors, device)
     }
 
     /// Loads a checkpoint directory, or a model id from the local Hugging Face cache
@@ -199,21 +391,38 @@ impl Policy {
         Self::load(&dir, device)
     }
 
-    /// Writes `model.safetensors`, `config.json` and `tokenizer.json` into `dir` (created if
-    /// needed). Atomicity (temp dir + rename) is the caller's job.
+    /// Writes a directory [`Self::load`] reads back into `dir` (created if needed): the
+    /// weights as `model.safetensors`, with `config.json` and `tokenizer.json` (a Qwen-VL
+    /// checkpoint's own files, unchanged, and its tensor names). Atomicity (temp dir +
+    /// rename) is the caller's job.
     pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
         std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+        let rename = |n: String| match &self.spec {
+            Spec::QwenVl(q) => q.layout.from_model(&n),
+            Spec::Tiny(_) => n,
+        };
         let tensors: HashMap<String, Tensor> = self
             .named_vars()
             .into_iter()
-            .map(|(n, v)| (n, v.as_tensor().clone()))
+            .map(|(n, v)| (rename(n), v.as_tensor().clone()))
             .collect();
         candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
-        let cfg_path = dir.join("config.json");
-        std::fs::write(&cfg_path, self.cfg.to_json()).map_err(|e| ModelError::io(cfg_path, e))?;
-        self.tokenizer
-            .save(dir.join("tokenizer.json"), true)
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        match &self.spec {
+            Spec::Tiny(cfg) => {
+                let cfg_path = dir.join("config.json");
+                std::fs::write(&cfg_path, cfg.to_json())
+                    .map_err(|e| ModelError::io(cfg_path, e))?;
+                self.tokenizer
+                    .save(dir.join("tokenizer.json"), true)
+                    .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+            }
+            Spec::QwenVl(q) => {
+                for (name, bytes) in &q.files {
+                    let p = dir.join(name);
+                    std::fs::write(&p, bytes).map_err(|e| ModelError::io(p, e))?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -225,8 +434,8 @@ impl Policy {
             .into_iter()
             .map(|(n, v)| Ok((n, v.as_tensor().copy()?)))
             .collect::<candle_core::Result<HashMap<_, _>>>()?;
-        let mut p = Self::from_tensors(
-            self.cfg.clone(),
+        let mut p = Self::from_spec(
+            self.spec.clone(),
             self.tokenizer.clone(),
             tensors,
             &self.device,
@@ -236,7 +445,9 @@ impl Policy {
     }
 
     /// Excludes variables whose name is a prefix or lies under one (`visual` freezes
-    /// `visual.*`). Replaces the previous set.
+    /// `visual.*`). Replaces the previous set. Qwen-VL names match in either checkpoint
+    /// layout, and without the leading `model.`: `visual.merger` freezes
+    /// `model.visual.merger.*`.
     pub fn set_frozen(&mut self, prefixes: &[String]) {
         self.frozen = prefixes
             .iter()
@@ -249,10 +460,19 @@ impl Policy {
     }
 
     fn is_frozen(&self, name: &str) -> bool {
-        self.reference
-            || self.frozen.iter().any(|p| {
-                name == p || (name.starts_with(p.as_str()) && name[p.len()..].starts_with('.'))
-            })
+        if self.reference {
+            return true;
+        }
+        let under = |name: &str, p: &str| {
+            name == p || (name.starts_with(p) && name[p.len()..].starts_with('.'))
+        };
+        let names = match &self.spec {
+            Spec::QwenVl(_) => qwen_vl::names_of(name),
+            Spec::Tiny(_) => vec![name.to_string()],
+        };
+        self.frozen
+            .iter()
+            .any(|p| names.iter().any(|n| under(n, p)))
     }
 
     /// Every variable by checkpoint name, sorted.
@@ -275,8 +495,33 @@ impl Policy {
         self.named_vars().iter().map(|(_, v)| v.elem_count()).sum()
     }
 
+    /// The decoder's config; the vision tower's for the built-in model.
     pub fn config(&self) -> &VlmConfig {
         &self.cfg
+    }
+
+    /// `tiny/<preset>`, `qwen2`, or the Qwen-VL family.
+    pub fn family(&self) -> String {
+        match &self.spec {
+            Spec::Tiny(c) => match &c.preset {
+                Some(p) => format!("tiny/{p}"),
+                None => "qwen2".into(),
+            },
+            Spec::QwenVl(q) => q.cfg.family.name().to_string(),
+        }
+    }
+
+    /// Positions the decoder can address.
+    pub fn context_len(&self) -> usize {
+        self.cfg.decoder.max_position_embeddings
+    }
+
+    /// The most decoder tokens one image can take (0 without a vision tower).
+    pub fn max_image_tokens(&self) -> usize {
+        match &self.spec {
+            Spec::Tiny(c) => c.vision.as_ref().map_or(0, |v| v.num_patches()),
+            Spec::QwenVl(q) => q.images.max_pixels / (q.images.factor() * q.images.factor()),
+        }
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -287,8 +532,27 @@ impl Policy {
         &self.device
     }
 
-    pub fn vlm(&self) -> &Vlm {
-        &self.vlm
+    /// The built-in model (none for a Qwen-VL checkpoint).
+    pub fn vlm(&self) -> Option<&Vlm> {
+        match &self.net {
+            Net::Tiny(v) => Some(v),
+            Net::QwenVl(_) => None,
+        }
+    }
+
+    /// The Qwen-VL model (none for the built-in one).
+    pub fn qwen_vl(&self) -> Option<&QwenVl> {
+        match &self.net {
+            Net::QwenVl(q) => Some(q),
+            Net::Tiny(_) => None,
+        }
+    }
+
+    pub fn decoder(&self) -> &Decoder {
+        match &self.net {
+            Net::Tiny(v) => &v.decoder,
+            Net::QwenVl(q) => &q.decoder,
+        }
     }
 
     pub fn eos_token(&self) -> u32 {
@@ -303,91 +567,265 @@ impl Policy {
         tok::decode(&self.tokenizer, ids)
     }
 
-    /// Prompt items per input and the distinct images they refer to.
-    fn prompt_items<'a>(
-        &self,
-        inputs: &'a [PolicyInput],
-    ) -> Result<(Vec<Vec<Item>>, Vec<&'a image::RgbImage>), ModelError> {
-        let patches = self.cfg.vision.as_ref().map(|v| v.num_patches());
-        let mut rows = Vec::with_capacity(inputs.len());
+    /// The text a Qwen-VL prompt becomes through the checkpoint's chat template: one user
+    /// turn, the image where the prompt has `<image>` (first when it has none), and the
+    /// assistant's header.
+    pub fn chat_prompt(&self, input: &PolicyInput) -> Result<String, ModelError> {
+        let Spec::QwenVl(q) = &self.spec else {
+            return Ok(input.prompt.clone());
+        };
+        let text = |s: &str| json!({"type": "text", "text": s});
+        let mut content = Vec::new();
+        match (&input.image, input.prompt.find(tok::IMAGE)) {
+            (Some(_), Some(at)) => {
+                let (before, after) = (&input.prompt[..at], &input.prompt[at + tok::IMAGE.len()..]);
+                if !before.trim().is_empty() {
+                    content.push(text(before.trim_end()));
+                }
+                content.push(json!({"type": "image"}));
+                if !after.trim().is_empty() {
+                    content.push(text(after.trim_start()));
+                }
+            }
+            (Some(_), None) => {
+                content.push(json!({"type": "image"}));
+                content.push(text(&input.prompt));
+            }
+            (None, _) => content.push(text(&input.prompt)),
+        }
+        q.template
+            .render(&json!([{"role": "user", "content": content}]), true)
+    }
+
+    /// Prompt rows of `inputs` and the distinct images they show.
+    fn prompts<'a>(&self, inputs: &'a [PolicyInput]) -> Result<Prompts<'a>, ModelError> {
         let mut images: Vec<&'a image::RgbImage> = Vec::new();
-        for (i, inp) in inputs.iter().enumerate() {
-            let ids = self.encode(&inp.prompt)?;
-            let mut row = Vec::with_capacity(ids.len() + patches.unwrap_or(0));
-            match &inp.image {
-                None => row.extend(ids.iter().map(|&t| Item::Tok(t))),
-                Some(img) => {
-                    let n = patches.ok_or(ModelError::NoVision { index: i })?;
-                    // A group repeats one prompt G times with the same `Arc`'d image: encode
-                    // each distinct image once and share its vision tokens between rows.
-                    let k = match images.iter().position(|&m| std::ptr::eq(m, img.as_ref())) {
-                        Some(k) => k,
-                        None => {
-                            images.push(img.as_ref());
-                            images.len() - 1
-                        }
-                    };
-                    let vis = (0..n).map(|j| Item::Vis(k, j));
-                    match ids.iter().position(|&t| Some(t) == self.image_token) {
-                        Some(at) => {
-                            row.extend(ids[..at].iter().map(|&t| Item::Tok(t)));
-                            row.extend(vis);
-                            row.extend(ids[at + 1..].iter().map(|&t| Item::Tok(t)));
-                        }
-                        None => {
-                            row.extend(vis);
-                            row.extend(ids.iter().map(|&t| Item::Tok(t)));
-                        }
+        // A group repeats one prompt G times with the same `Arc`'d image: encode each
+        // distinct image once and share its vision tokens between rows.
+        let mut image_of = Vec::with_capacity(inputs.len());
+        for inp in inputs {
+            image_of.push(inp.image.as_ref().map(|img| {
+                match images.iter().position(|&m| std::ptr::eq(m, img.as_ref())) {
+                    Some(k) => k,
+                    None => {
+                        images.push(img.as_ref());
+                        images.len() - 1
+                    }
+                }
+            }));
+        }
+        let (patches, sizes) = match &self.spec {
+            Spec::Tiny(c) => {
+                let n = c.vision.as_ref().map_or(0, |v| v.num_patches());
+                (Vec::new(), vec![n; images.len()])
+            }
+            Spec::QwenVl(q) => {
+                let patches = images
+                    .iter()
+                    .map(|img| q.images.preprocess(img))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let sizes = patches
+                    .iter()
+                    .map(|p| q.images.merged_tokens(p.grid_thw))
+                    .collect();
+                (patches, sizes)
+            }
+        };
+        let mut offsets = Vec::with_capacity(sizes.len());
+        let mut at = 0;
+        for n in &sizes {
+            offsets.push(at);
+            at += n;
+        }
+        let rows = inputs
+            .iter()
+            .zip(&image_of)
+            .enumerate()
+            .map(|(i, (inp, &img))| match &self.spec {
+                Spec::Tiny(c) => self.tiny_row(c, i, inp, img, &sizes),
+                Spec::QwenVl(q) => self.qwen_row(q, inp, img, &sizes, &patches),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Prompts {
+            rows,
+            images,
+            patches,
+            offsets,
+        })
+    }
+
+    /// A built-in prompt: vision tokens at `<image>` (or first), positions counting up.
+    fn tiny_row(
+        &self,
+        cfg: &VlmConfig,
+        index: usize,
+        inp: &PolicyInput,
+        image: Option<usize>,
+        sizes: &[usize],
+    ) -> Result<PromptRow, ModelError> {
+        let ids = self.encode(&inp.prompt)?;
+        let mut items = Vec::with_capacity(ids.len());
+        match image {
+            None => items.extend(ids.iter().map(|&t| Item::Tok(t))),
+            Some(k) => {
+                cfg.vision.as_ref().ok_or(ModelError::NoVision { index })?;
+                let vis = (0..sizes[k]).map(|j| Item::Vis(k, j));
+                match ids.iter().position(|&t| Some(t) == self.image_token) {
+                    Some(at) => {
+                        items.extend(ids[..at].iter().map(|&t| Item::Tok(t)));
+                        items.extend(vis);
+                        items.extend(ids[at + 1..].iter().map(|&t| Item::Tok(t)));
+                    }
+                    None => {
+                        items.extend(vis);
+                        items.extend(ids.iter().map(|&t| Item::Tok(t)));
                     }
                 }
             }
-            rows.push(row);
         }
-        Ok((rows, images))
+        let pos: Vec<i64> = (0..items.len() as i64).collect();
+        Ok(PromptRow {
+            next: items.len() as i64,
+            pos: [pos.clone(), pos.clone(), pos],
+            items,
+        })
+    }
+
+    /// A Qwen-VL prompt: the chat template's text, its `<|image_pad|>` expanded to the image's
+    /// merged tokens, with the M-RoPE positions Hugging Face's `get_rope_index` gives.
+    fn qwen_row(
+        &self,
+        q: &QwenSpec,
+        inp: &PolicyInput,
+        image: Option<usize>,
+        sizes: &[usize],
+        patches: &[Patches],
+    ) -> Result<PromptRow, ModelError> {
+        let pad = q.cfg.image_token_id;
+        let ids = self.encode(&self.chat_prompt(inp)?)?;
+        let pads = ids.iter().filter(|&&t| t == pad).count();
+        if pads != usize::from(image.is_some()) {
+            return Err(ModelError::Invalid(format!(
+                "the chat template gave {pads} image placeholders for {} image(s)",
+                usize::from(image.is_some())
+            )));
+        }
+        let mut items = Vec::with_capacity(ids.len());
+        let mut tokens = Vec::with_capacity(ids.len());
+        for &t in &ids {
+            match image {
+                Some(k) if t == pad => {
+                    items.extend((0..sizes[k]).map(|j| Item::Vis(k, j)));
+                    tokens.extend(std::iter::repeat_n(pad, sizes[k]));
+                }
+                _ => {
+                    items.push(Item::Tok(t));
+                    tokens.push(t);
+                }
+            }
+        }
+        let grids: Vec<[usize; 3]> = image.map(|k| patches[k].grid_thw).into_iter().collect();
+        let ri = rope_index(&tokens, pad, &grids, q.cfg.merge_size())?;
+        Ok(PromptRow {
+            items,
+            next: tokens.len() as i64 + ri.delta,
+            pos: ri.positions,
+        })
+    }
+
+    /// Image features (`[tokens, d]`, all images in order) and DeepStack features.
+    fn image_features(&self, prompts: &Prompts) -> Result<(Tensor, Vec<Tensor>), ModelError> {
+        let dev = &self.device;
+        let d = self.cfg.decoder.hidden_size;
+        // A frozen tower's output carries no graph back into it.
+        let frozen = self.is_frozen(self.vision_prefix());
+        let cut = |t: Tensor| if frozen { t.detach() } else { t };
+        match &self.net {
+            Net::Tiny(vlm) => {
+                let (Some(visual), Some(projector)) = (&vlm.visual, &vlm.projector) else {
+                    return Err(ModelError::NoVision { index: 0 });
+                };
+                let pixels = visual.pixels(&prompts.images, dev)?;
+                let n = prompts.images.len() * self.max_image_tokens();
+                let f = cut(visual.forward(&pixels)?);
+                let f = candle_core::Module::forward(projector, &f)?;
+                Ok((f.reshape((n, d))?, Vec::new()))
+            }
+            Net::QwenVl(model) => {
+                let rows: usize = prompts.patches.iter().map(Patches::rows).sum();
+                let row_len = prompts.patches.first().map_or(0, |p| p.row_len);
+                let values: Vec<f32> = prompts
+                    .patches
+                    .iter()
+                    .flat_map(|p| p.values.iter().copied())
+                    .collect();
+                let pixels = Tensor::from_vec(values, (rows, row_len), dev)?;
+                let grids: Vec<[usize; 3]> = prompts.patches.iter().map(|p| p.grid_thw).collect();
+                let f = model.encode_images(&pixels, &grids)?;
+                Ok((cut(f.embeds), f.deepstack.into_iter().map(cut).collect()))
+            }
+        }
+    }
+
+    fn vision_prefix(&self) -> &'static str {
+        match self.spec {
+            Spec::Tiny(_) => "visual",
+            Spec::QwenVl(_) => "model.visual",
+        }
+    }
+
+    /// Positions per axis (`B · W`) of rows laid out as `left-padded prompt (width p) +
+    /// suffix (width c)`: pads at 0, suffix tokens continuing from each prompt.
+    fn batch_axes(rows: &[PromptRow], p: usize, c: usize) -> [Vec<i64>; 3] {
+        let w = p + c;
+        let mut axes: [Vec<i64>; 3] = Default::default();
+        for (a, axis) in axes.iter_mut().enumerate() {
+            axis.reserve(rows.len() * w);
+            for r in rows {
+                let start = p - r.items.len();
+                axis.extend(std::iter::repeat_n(0, start));
+                axis.extend(&r.pos[a]);
+                axis.extend((0..c as i64).map(|j| r.next + j));
+            }
+        }
+        axes
     }
 
     /// Embeddings `[B, W, d]` of rows laid out as `left-padded prompt (width p) + suffix`
-    /// (suffix right-padded to the widest), with key validity and positions.
-    fn embed_batch(
-        &self,
-        prompts: &[Vec<Item>],
-        suffixes: &[&[u32]],
-        images: &[&image::RgbImage],
-    ) -> Result<Batch, ModelError> {
-        let b = prompts.len();
-        let p = prompts.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    /// (suffix right-padded to the widest), with key validity, positions and DeepStack
+    /// addends.
+    fn embed_batch(&self, prompts: &Prompts, suffixes: &[&[u32]]) -> Result<Batch, ModelError> {
+        let rows = &prompts.rows;
+        let b = rows.len();
+        let p = rows.iter().map(|r| r.items.len()).max().unwrap_or(0).max(1);
         let c = suffixes.iter().map(|s| s.len()).max().unwrap_or(0);
         let w = p + c;
-        let n_patch = self.cfg.vision.as_ref().map_or(0, |v| v.num_patches());
         let mut ids = vec![self.pad; b * w];
         let mut gather: Vec<u32> = (0..(b * w) as u32).collect();
+        // DeepStack rows: 0 is a zero row, image token `i` is row `1 + i`.
+        let mut deep_gather = vec![0u32; b * w];
         let mut valid = vec![vec![false; w]; b];
-        let mut pos = vec![0u32; b * w];
-        for r in 0..b {
-            let pr = &prompts[r];
-            let start = p - pr.len();
-            let mut next = 0u32;
-            for (j, item) in pr.iter().enumerate() {
+        for (r, row) in rows.iter().enumerate() {
+            let start = p - row.items.len();
+            for (j, item) in row.items.iter().enumerate() {
                 let col = r * w + start + j;
                 match *item {
                     Item::Tok(t) => ids[col] = t,
-                    Item::Vis(k, patch) => gather[col] = (b * w + k * n_patch + patch) as u32,
+                    Item::Vis(k, patch) => {
+                        let at = prompts.offsets[k] + patch;
+                        gather[col] = (b * w + at) as u32;
+                        deep_gather[col] = 1 + at as u32;
+                    }
                 }
                 valid[r][start + j] = true;
-                pos[col] = next;
-                next += 1;
             }
-            for j in 0..c {
-                let col = r * w + p + j;
-                if let Some(&t) = suffixes[r].get(j) {
-                    ids[col] = t;
-                    valid[r][p + j] = true;
-                }
-                pos[col] = next;
-                next += 1;
+            for (j, &t) in suffixes[r].iter().enumerate() {
+                ids[r * w + p + j] = t;
+                valid[r][p + j] = true;
             }
         }
-        let max_pos = pos.iter().copied().max().unwrap_or(0) as usize;
+        let axes = Self::batch_axes(rows, p, c);
+        let max_pos = axes.iter().flatten().copied().max().unwrap_or(0) as usize;
         if max_pos >= self.cfg.decoder.max_position_embeddings {
             return Err(ModelError::Invalid(format!(
                 "sequence of {} positions exceeds max_position_embeddings = {}",
@@ -398,30 +836,40 @@ impl Policy {
         let dev = &self.device;
         let d = self.cfg.decoder.hidden_size;
         let ids_t = Tensor::from_vec(ids, b * w, dev)?;
-        let tok_emb = self.vlm.decoder.embed(&ids_t)?;
-        let emb = if images.is_empty() {
-            tok_emb
+        let tok_emb = self.decoder().embed(&ids_t)?;
+        let (emb, addends) = if prompts.images.is_empty() {
+            (tok_emb, Vec::new())
         } else {
-            let visual = self
-                .vlm
-                .visual
-                .as_ref()
-                .ok_or(ModelError::NoVision { index: 0 })?;
-            let pixels = visual.pixels(images, dev)?;
-            let vis = self
-                .vlm
-                .forward_vision(&pixels)?
-                .reshape((images.len() * n_patch, d))?;
+            let (vis, deepstack) = self.image_features(prompts)?;
             let all = Tensor::cat(&[&tok_emb, &vis], 0)?;
-            all.index_select(&Tensor::from_vec(gather, b * w, dev)?, 0)?
+            let emb = all.index_select(&Tensor::from_vec(gather, b * w, dev)?, 0)?;
+            let deep_idx = Tensor::from_vec(deep_gather, b * w, dev)?;
+            let zero = Tensor::zeros((1, d), DType::F32, dev)?;
+            let addends = deepstack
+                .iter()
+                .map(|f| {
+                    Tensor::cat(&[&zero, f], 0)?
+                        .index_select(&deep_idx, 0)?
+                        .reshape((b, w, d))
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            (emb, addends)
         };
-        let positions = Tensor::from_vec(pos, (b, w), dev)?;
         Ok(Batch {
             emb: emb.reshape((b, w, d))?,
             valid,
-            positions,
+            axes,
+            addends,
             prompt_width: p,
         })
+    }
+
+    /// Rotary tables of one decode step at each row's next position.
+    fn step_rope(&self, next: &[i64]) -> Result<super::nn::RopeTables, ModelError> {
+        let p = next.to_vec();
+        Ok(self
+            .decoder()
+            .rope_tables(&[p.clone(), p.clone(), p], next.len(), 1, &self.device)?)
     }
 
     /// Next-token logits `[B, C, V]` for every completion position from one full forward
@@ -439,7 +887,7 @@ impl Policy {
             )));
         }
         let b = inputs.len();
-        let (prompts, images) = self.prompt_items(inputs)?;
+        let prompts = self.prompts(inputs)?;
         let suffixes: Vec<&[u32]> = completions.iter().map(Vec::as_slice).collect();
         let c = suffixes.iter().map(|s| s.len()).max().unwrap_or(0);
         let dev = &self.device;
@@ -452,20 +900,65 @@ impl Policy {
             let v = self.cfg.decoder.vocab_size;
             return Ok((Tensor::zeros((b, 0, v), DType::F32, dev)?, mask_t));
         }
+        let (h, p) = self.forward_batch(&prompts, &suffixes, None)?;
+        // Position p-1+j predicts completion token j; only those reach the vocabulary head.
+        let logits = self.decoder().logits(&h.narrow(1, p - 1, c)?)?;
+        Ok((logits, mask_t))
+    }
+
+    /// Final hidden states `[B, W, d]` of prompts followed by `suffixes`, and the prompt
+    /// width; `trace` receives each decoder layer's output.
+    fn forward_batch(
+        &self,
+        prompts: &Prompts,
+        suffixes: &[&[u32]],
+        trace: Option<&mut Vec<Tensor>>,
+    ) -> Result<(Tensor, usize), ModelError> {
+        let dec = self.decoder();
         let Batch {
             emb,
             valid,
-            positions,
+            axes,
+            addends,
             prompt_width: p,
-        } = self.embed_batch(&prompts, &suffixes, &images)?;
-        let mask = causal_mask(&valid, p + c, dev)?;
-        let h = self
-            .vlm
-            .decoder
-            .forward_embeds(&emb, &positions, Some(&mask), None)?;
-        // Position p-1+j predicts completion token j; only those reach the vocabulary head.
-        let logits = self.vlm.decoder.logits(&h.narrow(1, p - 1, c)?)?;
-        Ok((logits, mask_t))
+        } = self.embed_batch(prompts, suffixes)?;
+        let (b, w) = (
+            valid.len(),
+            p + suffixes.iter().map(|s| s.len()).max().unwrap_or(0),
+        );
+        let rope = dec.rope_tables(&axes, b, w, &self.device)?;
+        let mask = causal_mask(&valid, w, &self.device)?;
+        let h = dec.forward_rope(&emb, &rope, Some(&mask), None, &addends, trace)?;
+        Ok((h, p))
+    }
+
+    /// Every decoder layer's output and the logits `[B, W, V]` of the prompts followed by
+    /// `completions`, the prompts left-padded to width `p` (returned): what parity tests
+    /// compare with a reference implementation.
+    pub fn trace(
+        &self,
+        inputs: &[PolicyInput],
+        completions: &[Vec<u32>],
+    ) -> Result<(Vec<Tensor>, Tensor, usize), ModelError> {
+        let prompts = self.prompts(inputs)?;
+        let suffixes: Vec<&[u32]> = completions.iter().map(Vec::as_slice).collect();
+        let mut layers = Vec::new();
+        let (h, p) = self.forward_batch(&prompts, &suffixes, Some(&mut layers))?;
+        Ok((layers, self.decoder().logits(&h)?, p))
+    }
+
+    /// The prompt ids of `input` as the model reads them (image tokens as the image token).
+    pub fn prompt_ids(&self, input: &PolicyInput) -> Result<Vec<u32>, ModelError> {
+        let prompts = self.prompts(std::slice::from_ref(input))?;
+        let image = self.image_token.unwrap_or(self.pad);
+        Ok(prompts.rows[0]
+            .items
+            .iter()
+            .map(|it| match *it {
+                Item::Tok(t) => t,
+                Item::Vis(..) => image,
+            })
+            .collect())
     }
 
     /// The same logits as [`Self::completion_logits`] computed the way generation does:
@@ -478,21 +971,23 @@ impl Policy {
     ) -> Result<Tensor, ModelError> {
         let b = inputs.len();
         let dev = &self.device;
-        let dec = &self.vlm.decoder;
+        let dec = self.decoder();
         let c = completions.iter().map(Vec::len).max().unwrap_or(0);
-        let (prompts, images) = self.prompt_items(inputs)?;
+        let prompts = self.prompts(inputs)?;
         let empty: Vec<&[u32]> = vec![&[]; b];
         let Batch {
             emb,
             mut valid,
-            positions,
+            axes,
+            addends,
             prompt_width: p,
-        } = self.embed_batch(&prompts, &empty, &images)?;
+        } = self.embed_batch(&prompts, &empty)?;
         let mut cache = KvCache::new(dec.config().num_hidden_layers);
         let mask = causal_mask(&valid, p, dev)?;
-        let h = dec.forward_embeds(&emb, &positions, Some(&mask), Some(&mut cache))?;
+        let rope = dec.rope_tables(&axes, b, p, dev)?;
+        let h = dec.forward_rope(&emb, &rope, Some(&mask), Some(&mut cache), &addends, None)?;
         let mut steps = vec![dec.logits(&h.narrow(1, p - 1, 1)?)?];
-        let mut next_pos: Vec<u32> = prompts.iter().map(|r| r.len() as u32).collect();
+        let mut next_pos: Vec<i64> = prompts.rows.iter().map(|r| r.next).collect();
         for j in 0..c.saturating_sub(1) {
             let ids: Vec<u32> = completions
                 .iter()
@@ -502,9 +997,16 @@ impl Policy {
                 v.push(true);
             }
             let ids = Tensor::from_vec(ids, (b, 1), dev)?;
-            let pos = Tensor::from_vec(next_pos.clone(), (b, 1), dev)?;
+            let rope = self.step_rope(&next_pos)?;
             let mask = causal_mask(&valid, 1, dev)?;
-            let h = dec.forward_embeds(&dec.embed(&ids)?, &pos, Some(&mask), Some(&mut cache))?;
+            let h = dec.forward_rope(
+                &dec.embed(&ids)?,
+                &rope,
+                Some(&mask),
+                Some(&mut cache),
+                &[],
+                None,
+            )?;
             steps.push(dec.logits(&h)?);
             next_pos.iter_mut().for_each(|x| *x += 1);
         }
@@ -565,8 +1067,8 @@ impl Policy {
             return Ok(Vec::new());
         }
         let dev = &self.device;
-        let dec = &self.vlm.decoder;
-        let (prompts, images) = self.prompt_items(inputs)?;
+        let dec = self.decoder();
+        let prompts = self.prompts(inputs)?;
         let mut rngs: Vec<ChaCha8Rng> = seeds
             .iter()
             .map(|&s| ChaCha8Rng::seed_from_u64(s))
@@ -577,19 +1079,24 @@ impl Policy {
         let Batch {
             emb,
             mut valid,
-            positions,
+            axes,
+            addends,
             prompt_width: p,
-        } = self.embed_batch(&prompts, &empty, &images)?;
-        let mut next_pos: Vec<u32> = prompts.iter().map(|r| r.len() as u32).collect();
+        } = self.embed_batch(&prompts, &empty)?;
+        let mut next_pos: Vec<i64> = prompts.rows.iter().map(|r| r.next).collect();
         let mut cache = KvCache::new(dec.config().num_hidden_layers);
         // Prompt embeddings (with vision tokens) are reused by the no-cache path each step.
         let prompt_emb = emb.detach();
+        let addends: Vec<Tensor> = addends.iter().map(Tensor::detach).collect();
         let mask = causal_mask(&valid, p, dev)?;
-        let h = dec.forward_embeds(
+        let rope = dec.rope_tables(&axes, b, p, dev)?;
+        let h = dec.forward_rope(
             &prompt_emb,
-            &positions,
+            &rope,
             Some(&mask),
             use_cache.then_some(&mut cache),
+            &addends,
+            None,
         )?;
         let mut last = dec.logits(&h.narrow(1, p - 1, 1)?.squeeze(1)?)?;
         // With the cache, `alive[i]` is the input row at batch position i: a row leaves the
@@ -606,7 +1113,7 @@ impl Policy {
                 }
                 let t = sample_row(&rows[i], params, &mut rngs[r]);
                 out[r].push(t);
-                if t == self.eos {
+                if self.stops.contains(&t) {
                     done[r] = true;
                 } else {
                     keep.push(i);
@@ -630,10 +1137,16 @@ impl Policy {
             if use_cache {
                 let n = alive.len();
                 let ids = Tensor::from_vec(step_ids, (n, 1), dev)?;
-                let pos = Tensor::from_vec(next_pos.clone(), (n, 1), dev)?;
+                let rope = self.step_rope(&next_pos)?;
                 let mask = causal_mask(&valid, 1, dev)?;
-                let h =
-                    dec.forward_embeds(&dec.embed(&ids)?, &pos, Some(&mask), Some(&mut cache))?;
+                let h = dec.forward_rope(
+                    &dec.embed(&ids)?,
+                    &rope,
+                    Some(&mask),
+                    Some(&mut cache),
+                    &[],
+                    None,
+                )?;
                 last = dec.logits(&h.squeeze(1)?)?;
             } else {
                 let gen: Vec<Vec<u32>> = out
@@ -645,17 +1158,19 @@ impl Policy {
                     })
                     .collect();
                 let w = p + step + 1;
-                let mut pos = Vec::with_capacity(b * w);
-                for pr in &prompts {
-                    let start = p - pr.len();
-                    pos.extend((0..w).map(|j| j.saturating_sub(start) as u32));
-                }
+                let axes = Self::batch_axes(&prompts.rows, p, step + 1);
                 let flat: Vec<u32> = gen.concat();
                 let gen_ids = Tensor::from_vec(flat, (b, step + 1), dev)?;
                 let x = Tensor::cat(&[&prompt_emb, &dec.embed(&gen_ids)?], 1)?;
-                let positions = Tensor::from_vec(pos, (b, w), dev)?;
+                let d = self.cfg.decoder.hidden_size;
+                let tail = Tensor::zeros((b, step + 1, d), DType::F32, dev)?;
+                let adds = addends
+                    .iter()
+                    .map(|a| Tensor::cat(&[a, &tail], 1))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                let rope = dec.rope_tables(&axes, b, w, dev)?;
                 let mask = causal_mask(&valid, w, dev)?;
-                let h = dec.forward_embeds(&x, &positions, Some(&mask), None)?;
+                let h = dec.forward_rope(&x, &rope, Some(&mask), None, &adds, None)?;
                 last = dec.logits(&h.narrow(1, w - 1, 1)?.squeeze(1)?)?;
             }
             for np in next_pos.iter_mut() {
@@ -664,7 +1179,7 @@ impl Policy {
         }
         out.into_iter()
             .map(|tokens| {
-                let truncated = tokens.last() != Some(&self.eos);
+                let truncated = !tokens.last().is_some_and(|t| self.stops.contains(t));
                 let body = if truncated {
                     &tokens[..]
                 } else {

@@ -1,10 +1,14 @@
 //! A Qwen2-style decoder (RMSNorm, RoPE, SwiGLU, grouped-query attention) with HF Qwen2's
 //! tensor names, so it loads real Qwen2 / Qwen2.5 checkpoints, written from differentiable ops.
+//! The same blocks are the Qwen-VL decoders: Qwen3's per-head q/k norms and bias-free
+//! projections, multimodal RoPE tables, and DeepStack features added after the first layers
+//! are switches of the config and arguments of [`Decoder::forward_rope`].
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
 use super::config::DecoderConfig;
+use super::mrope::mrope_tables;
 use super::nn::{attention, Linear, RmsNorm, RopeTables, Rotary};
 
 /// Per-layer keys and values `[B, KV, S, hd]` of the positions seen so far.
@@ -108,6 +112,8 @@ struct Attention {
     k_proj: Linear,
     v_proj: Linear,
     o_proj: Linear,
+    /// Qwen3's RMSNorm over each query and key head.
+    qk_norm: Option<(RmsNorm, RmsNorm)>,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -118,11 +124,22 @@ impl Attention {
         let d = cfg.hidden_size;
         let hd = cfg.head_dim();
         let kvd = cfg.num_key_value_heads * hd;
+        let bias = cfg.attention_bias;
+        let qk_norm = if cfg.qk_norm {
+            let eps = cfg.rms_norm_eps;
+            Some((
+                RmsNorm::new(hd, eps, vb.pp("q_norm"))?,
+                RmsNorm::new(hd, eps, vb.pp("k_norm"))?,
+            ))
+        } else {
+            None
+        };
         Ok(Self {
-            q_proj: Linear::new(d, cfg.num_attention_heads * hd, true, vb.pp("q_proj"))?,
-            k_proj: Linear::new(d, kvd, true, vb.pp("k_proj"))?,
-            v_proj: Linear::new(d, kvd, true, vb.pp("v_proj"))?,
+            q_proj: Linear::new(d, cfg.num_attention_heads * hd, bias, vb.pp("q_proj"))?,
+            k_proj: Linear::new(d, kvd, bias, vb.pp("k_proj"))?,
+            v_proj: Linear::new(d, kvd, bias, vb.pp("v_proj"))?,
             o_proj: Linear::new(cfg.num_attention_heads * hd, d, false, vb.pp("o_proj"))?,
+            qk_norm,
             heads: cfg.num_attention_heads,
             kv_heads: cfg.num_key_value_heads,
             head_dim: hd,
@@ -137,14 +154,21 @@ impl Attention {
         cache: Option<&mut Option<LayerKv>>,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let split = |y: Tensor, h: usize| -> Result<Tensor> {
-            y.reshape((b, t, h, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
+        let split = |y: Tensor, h: usize, norm: Option<&RmsNorm>| -> Result<Tensor> {
+            let y = y.reshape((b, t, h, self.head_dim))?;
+            let y = match norm {
+                Some(n) => n.forward(&y)?,
+                None => y,
+            };
+            y.transpose(1, 2)?.contiguous()
         };
-        let q = split(self.q_proj.forward(x)?, self.heads)?;
-        let k = split(self.k_proj.forward(x)?, self.kv_heads)?;
-        let v = split(self.v_proj.forward(x)?, self.kv_heads)?;
+        let (qn, kn) = match &self.qk_norm {
+            Some((q, k)) => (Some(q), Some(k)),
+            None => (None, None),
+        };
+        let q = split(self.q_proj.forward(x)?, self.heads, qn)?;
+        let k = split(self.k_proj.forward(x)?, self.kv_heads, kn)?;
+        let v = split(self.v_proj.forward(x)?, self.kv_heads, None)?;
         let q = rope.apply(&q)?;
         let k = rope.apply(&k)?;
         let (k, v) = match cache {
@@ -220,14 +244,21 @@ pub struct Decoder {
     layers: Vec<Layer>,
     norm: RmsNorm,
     lm_head: Linear,
-    rotary: Rotary,
+    /// Precomputed 1-D tables; none for M-RoPE, whose tables depend on three axes.
+    rotary: Option<Rotary>,
     cfg: DecoderConfig,
 }
 
 impl Decoder {
     /// `vb` is the checkpoint root (names `model.…` and `lm_head`).
     pub fn new(cfg: &DecoderConfig, vb: VarBuilder) -> Result<Self> {
-        let m = vb.pp("model");
+        Self::new_at(cfg, vb.pp("model"), vb)
+    }
+
+    /// The blocks under `m` (`embed_tokens`, `layers.N`, `norm`) and the head under
+    /// `root.lm_head`: Qwen-VL checkpoints keep the decoder at `model.language_model`.
+    pub fn new_at(cfg: &DecoderConfig, m: VarBuilder, root: VarBuilder) -> Result<Self> {
+        let vb = root;
         let embed_w = m
             .pp("embed_tokens")
             .get((cfg.vocab_size, cfg.hidden_size), "weight")?;
@@ -241,12 +272,15 @@ impl Decoder {
         } else {
             Linear::new(cfg.hidden_size, cfg.vocab_size, false, vb.pp("lm_head"))?
         };
-        let rotary = Rotary::new(
-            cfg.head_dim(),
-            cfg.max_position_embeddings,
-            cfg.rope_theta,
-            vb.device(),
-        )?;
+        let rotary = match cfg.mrope {
+            Some(_) => None,
+            None => Some(Rotary::new(
+                cfg.head_dim(),
+                cfg.max_position_embeddings,
+                cfg.rope_theta,
+                vb.device(),
+            )?),
+        };
         Ok(Self {
             embed_tokens,
             layers,
@@ -274,21 +308,81 @@ impl Decoder {
         x: &Tensor,
         positions: &Tensor,
         mask: Option<&Tensor>,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        let rope = self.rotary.tables(positions)?;
+        let rope = match &self.rotary {
+            Some(r) => r.tables(positions)?,
+            None => {
+                // Text only: every M-RoPE axis at the same position is 1-D RoPE.
+                let (b, t) = positions.dims2()?;
+                let p: Vec<i64> = positions
+                    .flatten_all()?
+                    .to_vec1::<u32>()?
+                    .into_iter()
+                    .map(i64::from)
+                    .collect();
+                self.rope_tables(&[p.clone(), p.clone(), p], b, t, x.device())?
+            }
+        };
+        self.forward_rope(x, &rope, mask, cache, &[], None)
+    }
+
+    /// Rotary tables `[B, 1, T, hd/2]` of M-RoPE positions (`b · t` per axis, row-major).
+    pub fn rope_tables(
+        &self,
+        axes: &[Vec<i64>; 3],
+        b: usize,
+        t: usize,
+        dev: &Device,
+    ) -> Result<RopeTables> {
+        let hd = self.cfg.head_dim();
+        let Some(m) = self.cfg.mrope else {
+            let p: Vec<u32> = axes[0].iter().map(|&x| x as u32).collect();
+            let rotary = self.rotary.as_ref().expect("1-D rope has tables");
+            return rotary.tables(&Tensor::from_vec(p, (b, t), dev)?);
+        };
+        let (cos, sin) = mrope_tables(axes, hd, self.cfg.rope_theta, m.sections, m.layout)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        // The tables repeat each frequency in both halves; the rotation takes one half.
+        let half =
+            |v: Vec<f32>| -> Vec<f32> { v.chunks(hd).flat_map(|r| r[..hd / 2].to_vec()).collect() };
+        let shape = (b, 1, t, hd / 2);
+        RopeTables::new(
+            Tensor::from_vec(half(cos), shape, dev)?,
+            Tensor::from_vec(half(sin), shape, dev)?,
+        )
+    }
+
+    /// The blocks on `x` `[B, T, d]` with given rotary tables. `addends[i]` `[B, T, d]` is added
+    /// to layer `i`'s output (Qwen3-VL's DeepStack features at the image positions);
+    /// `trace` receives each layer's output before that. Returns final-normed hidden states.
+    pub fn forward_rope(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        mask: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+        addends: &[Tensor],
+        mut trace: Option<&mut Vec<Tensor>>,
+    ) -> Result<Tensor> {
         let mut h = x.clone();
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_mut().map(|c| &mut c.layers[i]);
             let a =
                 layer
                     .self_attn
-                    .forward(&layer.input_layernorm.forward(&h)?, &rope, mask, slot)?;
+                    .forward(&layer.input_layernorm.forward(&h)?, rope, mask, slot)?;
             h = (h + a)?;
             let m = layer
                 .mlp
                 .forward(&layer.post_attention_layernorm.forward(&h)?)?;
             h = (h + m)?;
+            if let Some(t) = trace.as_mut() {
+                t.push(h.clone());
+            }
+            if let Some(add) = addends.get(i) {
+                h = (h + add)?;
+            }
         }
         self.norm.forward(&h)
     }

@@ -137,9 +137,8 @@ pub(super) fn check_prompt_lengths(
     pools: &[(String, Vec<Sample>)],
     answer: usize,
 ) -> Result<()> {
-    let cfg = policy.config();
-    let context = cfg.decoder.max_position_embeddings;
-    let per_image = cfg.vision.as_ref().map_or(0, |v| v.num_patches());
+    let context = policy.context_len();
+    let per_image = policy.max_image_tokens();
     for (source, samples) in pools {
         for s in samples {
             let room = context.saturating_sub(answer + per_image * s.images.len());

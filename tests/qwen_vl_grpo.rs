@@ -1,0 +1,265 @@
+//! GRPO trains the tiny Qwen2.5-VL and Qwen3-VL checkpoints
+//! (`tests/fixtures/qwen_vl/make_qwen_vl.py`) as `grpo_learns.rs` trains the built-in model:
+//! every prompt shows an image and goes through the checkpoint's chat template, a short SFT
+//! warm-up teaches the answer format but not the answer (`\boxed{1}` … `\boxed{4}` equally), and
+//! GRPO with the `accuracy` reward must then raise the mean reward by a clear margin.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Device;
+use curric::data::{Capability, Sample};
+use curric::grpo::{grpo_step, sft_step, AdamW, AdamWConfig, GrpoConfig, LrSchedule};
+use curric::model::{Policy, PolicyModel};
+use curric::reward::{build, RewardSet};
+use curric::rollout::{greedy_eval, policy_input, SeedCtx};
+use curric::spec::GrpoSettings;
+
+const PROMPTS: [&str; 4] = [
+    "<image> What is 1 + 2?",
+    "<image> What is 2 + 1?",
+    "<image> What is 0 + 3?",
+    "<image> What is 3 + 0?",
+];
+
+fn sample(i: usize) -> Sample {
+    // One picture per prompt, so the vision tower runs (and trains) in every step.
+    let k = (i % 4) as u8;
+    let img = image::RgbImage::from_fn(56, 56, |x, y| {
+        image::Rgb([
+            (x as u8).wrapping_mul(4 + k),
+            (y as u8).wrapping_mul(3),
+            60 * k,
+        ])
+    });
+    let mut s = Sample::new(
+        format!("sum-{}", i % 4),
+        PROMPTS[i % 4],
+        "3",
+        Capability::new(Capability::TEXT_REASONING),
+    );
+    s.images = vec![Arc::new(img)];
+    s
+}
+
+fn grpo_raises_the_reward(family: &str) {
+    let t0 = Instant::now();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/qwen_vl")
+        .join(format!("tiny_{family}"));
+    let policy = Policy::load(&dir, &Device::Cpu).unwrap();
+    let eos = policy.eos_token();
+    let mut opt = AdamW::new(
+        policy.trainable_vars(),
+        AdamWConfig {
+            schedule: LrSchedule::constant(2e-3),
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut inputs = Vec::new();
+    let mut targets = Vec::new();
+    for p in 0..4 {
+        for d in ["1", "2", "3", "4"] {
+            inputs.push(policy_input(&sample(p)));
+            let mut t = policy.encode(&format!("\\boxed{{{d}}}")).unwrap();
+            t.push(eos);
+            targets.push(t);
+        }
+    }
+    for step in 0..30 {
+        sft_step(&policy, &mut opt, &inputs, &targets, step).unwrap();
+    }
+
+    let mut opt = AdamW::new_named(
+        policy.named_trainable_vars(),
+        AdamWConfig {
+            schedule: LrSchedule::constant(1e-3),
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut acc = serde_json::Map::new();
+    acc.insert("extract".into(), "boxed".into());
+    acc.insert("compare".into(), "numeric".into());
+    acc.insert("tolerance".into(), 1e-6.into());
+    let mut rewards = RewardSet::new();
+    rewards.push(1.0, build("accuracy", &acc).unwrap());
+    let cfg = GrpoConfig {
+        settings: GrpoSettings {
+            group_size: 8,
+            prompts_per_step: 4,
+            micro_batch: 32,
+            temperature: 1.0,
+            top_p: 1.0,
+            max_new_tokens: 6,
+            beta: 0.0,
+            ..Default::default()
+        },
+        seed: 5,
+        phase: 0,
+    };
+    let mut next = 0usize;
+    let mut draw = |k: usize| {
+        let out: Vec<Sample> = (next..next + k).map(sample).collect();
+        next += k;
+        out
+    };
+    let mut curve = Vec::new();
+    for step in 0..20 {
+        let m = grpo_step(&policy, None, &mut opt, &rewards, &cfg, step, &mut draw).unwrap();
+        for x in [m.loss, m.grad_norm, m.entropy, m.completion_len_mean] {
+            assert!(x.is_finite(), "{family} step {step}: {m:?}");
+        }
+        curve.push(m.reward_mean);
+    }
+    // Step 0's rollouts come before any update: the warmed-up model at chance.
+    let first = curve[0];
+    let last = curve[curve.len() - 4..].iter().sum::<f64>() / 4.0;
+    let evals: Vec<Sample> = (0..4).map(sample).collect();
+    let ctx = SeedCtx {
+        seed: 0,
+        phase: 0,
+        step: 0,
+    };
+    let (groups, _) = greedy_eval(&policy, &evals, 6, &rewards, ctx).unwrap();
+    let greedy = groups.iter().map(|g| g.rewards[0]).sum::<f32>() / 4.0;
+    println!(
+        "{family} GRPO: sampled reward {first:.3} -> {last:.3}, greedy accuracy {greedy:.2}, {:.1}s; curve {curve:.2?}",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        first < 0.5,
+        "{family}: the warm-up should leave the answer at chance: {first}"
+    );
+    assert!(
+        last >= first + 0.3,
+        "{family}: reward {first} -> {last}: {curve:?}"
+    );
+    assert!(greedy >= 0.75, "{family}: greedy accuracy {greedy}");
+}
+
+#[test]
+fn grpo_raises_the_tiny_qwen2_5_vl_reward() {
+    grpo_raises_the_reward("qwen2_5_vl");
+}
+
+#[test]
+fn grpo_raises_the_tiny_qwen3_vl_reward() {
+    grpo_raises_the_reward("qwen3_vl");
+}
+
+/// A whole curriculum on each tiny checkpoint through `curric run`'s executor: SFT, then
+/// GRPO with the vision tower frozen by its checkpoint name, then an eval, on the built-in
+/// suite's pictures. Each phase hands its weights to the next in the checkpoint's own layout,
+/// and a second run finds every phase fresh.
+#[test]
+fn a_curriculum_runs_end_to_end_on_both_families() {
+    use curric::exec::manifest::Manifest;
+    use curric::exec::runner::{run_plan, PhaseOutcome, RunOptions};
+    use std::sync::atomic::AtomicBool;
+
+    for family in ["qwen2_5_vl", "qwen3_vl"] {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen_vl");
+        let text = format!(
+            r#"
+name   = "qwen_vl_{family}"
+seed   = 3
+model  = local("tiny_{family}")
+device = cpu
+
+source shapes {{ suite = perception  n = 8 }}
+
+reward graded = 0.5 soft_overlong(max = 6, buffer = 5) + 0.5 accuracy(boxed)
+
+stage warmup {{ kind = sft  mix = shapes  lr = 1e-3  stop = steps(2) }}
+
+stage rl {{
+  kind = grpo  capability = perception  after = warmup  mix = shapes  reward = graded
+  group_size = 2  prompts_per_step = 2  lr = 1e-4  beta = 0.01  max_new_tokens = 6
+  freeze = ["visual"]
+  stop = steps(3)
+}}
+
+stage final {{
+  kind = eval  after = rl  capabilities = [perception]  levels = [easy]  n = 2
+  max_new_tokens = 6
+}}
+"#
+        );
+        let checked = curric::check::check_str(&text, "qwen_vl.curr", Some(&fixtures));
+        let c = checked.curriculum.expect("checks");
+        let plan = curric::plan::plan(&c).expect("plans");
+        let dir = tempfile::tempdir().unwrap();
+        let opts = RunOptions {
+            run_dir: dir.path().to_path_buf(),
+            device: None,
+            quiet: true,
+            checkpoint_every: 2,
+            keep: 2,
+            crash_after: None,
+            crash_phase: None,
+            pass_rates: None,
+        };
+        let ran = |out: Vec<PhaseOutcome>| -> Vec<String> {
+            out.into_iter()
+                .filter_map(|o| match o {
+                    PhaseOutcome::Ran { id, .. } => Some(id),
+                    _ => None,
+                })
+                .collect()
+        };
+        let first = run_plan(&plan, &opts, &AtomicBool::new(false)).expect("runs");
+        assert_eq!(ran(first), ["warmup", "rl", "final"], "{family}");
+        let m = Manifest::load(&dir.path().join("manifest.toml"))
+            .unwrap()
+            .unwrap();
+        let rl = dir
+            .path()
+            .join(m.get("rl").unwrap().checkpoint.as_ref().unwrap());
+        let tensors =
+            candle_core::safetensors::load(rl.join("model.safetensors"), &Device::Cpu).unwrap();
+        let visual = if family == "qwen2_5_vl" {
+            "visual."
+        } else {
+            "model.visual."
+        };
+        assert!(
+            tensors.keys().any(|k| k.starts_with(visual)),
+            "{family}: layout kept"
+        );
+        assert!(
+            rl.join("chat_template.jinja").is_file()
+                && rl.join("preprocessor_config.json").is_file()
+        );
+        // The frozen tower left GRPO unchanged; the decoder did not.
+        let warm = dir
+            .path()
+            .join(m.get("warmup").unwrap().checkpoint.as_ref().unwrap());
+        let before =
+            candle_core::safetensors::load(warm.join("model.safetensors"), &Device::Cpu).unwrap();
+        let same = |k: &str| {
+            let d = (&before[k] - &tensors[k]).unwrap().abs().unwrap();
+            d.max_all().unwrap().to_scalar::<f32>().unwrap() == 0.0
+        };
+        assert!(
+            tensors
+                .keys()
+                .filter(|k| k.starts_with(visual))
+                .all(|k| same(k)),
+            "{family}"
+        );
+        assert!(
+            !tensors
+                .keys()
+                .filter(|k| k.contains("layers.0.mlp"))
+                .all(|k| same(k)),
+            "{family}"
+        );
+        let again = run_plan(&plan, &opts, &AtomicBool::new(false)).expect("runs");
+        assert!(ran(again).is_empty(), "{family}: every phase fresh");
+    }
+}
