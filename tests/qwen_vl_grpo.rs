@@ -2,7 +2,9 @@
 //! (`tests/fixtures/qwen_vl/make_qwen_vl.py`) as `grpo_learns.rs` trains the built-in model:
 //! every prompt shows an image and goes through the checkpoint's chat template, a short SFT
 //! warm-up teaches the answer format but not the answer (`\boxed{1}` … `\boxed{4}` equally), and
-//! GRPO with the `accuracy` reward must then raise the mean reward by a clear margin.
+//! GRPO with the `accuracy` reward must then raise the mean reward by a clear margin
+//! (measured on 2 busy cores, dev profile: 0.41 → 0.95 (Qwen2.5-VL) and 0.38 → 0.96 (Qwen3-VL)
+//! in 20 steps, ~11 s each, greedy accuracy 1.0).
 
 use std::path::Path;
 use std::sync::Arc;

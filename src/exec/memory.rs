@@ -134,6 +134,9 @@ pub fn workload(p: &Phase, shape: &ModelShape) -> Option<Workload> {
 
 /// Bytes with a binary unit.
 pub fn human_bytes(b: u64) -> String {
+    if b == 0 {
+        return "-".into();
+    }
     let gib = b as f64 / (1u64 << 30) as f64;
     if gib >= 1.0 {
         format!("{gib:.1} GiB")
@@ -197,13 +200,13 @@ pub fn render(plan: &Plan) -> String {
     if peaks.is_empty() {
         return out;
     }
-    let image = if shape.vision.is_some() {
-        format!(
+    let image = match (&shape.vision, shape.qwen_vl) {
+        (Some(_), true) => format!(
             " + one {}×{} image ({} tokens)",
             TYPICAL_IMAGE.0, TYPICAL_IMAGE.1, shape.image_tokens
-        )
-    } else {
-        String::new()
+        ),
+        (Some(_), false) => format!(" + one image ({} tokens)", shape.image_tokens),
+        (None, _) => String::new(),
     };
     let _ = writeln!(
         out,
