@@ -154,17 +154,22 @@ fn grpo_raises_the_tiny_qwen3_vl_reward() {
     grpo_raises_the_reward("qwen3_vl");
 }
 
+#[test]
+fn grpo_raises_the_tiny_qwen2_vl_reward() {
+    grpo_raises_the_reward("qwen2_vl");
+}
+
 /// A whole curriculum on each tiny checkpoint through `curric run`'s executor: SFT, then
 /// GRPO with the vision tower frozen by its checkpoint name, then an eval, on the built-in
 /// suite's pictures. Each phase hands its weights to the next in the checkpoint's own layout,
 /// and a second run finds every phase fresh.
 #[test]
-fn a_curriculum_runs_end_to_end_on_both_families() {
+fn a_curriculum_runs_end_to_end_on_every_family() {
     use curric::exec::manifest::Manifest;
     use curric::exec::runner::{run_plan, PhaseOutcome, RunOptions};
     use std::sync::atomic::AtomicBool;
 
-    for family in ["qwen2_5_vl", "qwen3_vl"] {
+    for family in ["qwen2_5_vl", "qwen3_vl", "qwen2_vl"] {
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen_vl");
         let text = format!(
             r#"
@@ -224,7 +229,7 @@ stage final {{
             .join(m.get("rl").unwrap().checkpoint.as_ref().unwrap());
         let tensors =
             candle_core::safetensors::load(rl.join("model.safetensors"), &Device::Cpu).unwrap();
-        let visual = if family == "qwen2_5_vl" {
+        let visual = if family != "qwen3_vl" {
             "visual."
         } else {
             "model.visual."

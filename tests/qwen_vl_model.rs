@@ -31,7 +31,7 @@ use curric::model::mrope::rope_index;
 use curric::model::qwen_vl_image::ImageProcessorConfig;
 use curric::model::{Policy, PolicyInput, SamplingParams};
 
-const FAMILIES: [&str; 2] = ["qwen2_5_vl", "qwen3_vl"];
+const FAMILIES: [&str; 3] = ["qwen2_5_vl", "qwen3_vl", "qwen2_vl"];
 
 struct Reference {
     tensors: HashMap<String, Tensor>,
@@ -351,7 +351,7 @@ fn answer_logits(p: &Policy, r: &Reference) -> Tensor {
         .0
 }
 
-/// Qwen2.5-VL's fixture is saved flat (`visual.*`, `model.layers.*`), Qwen3-VL's nested
+/// Qwen2(.5)-VL's fixtures are saved flat (`visual.*`, `model.layers.*`), Qwen3-VL's nested
 /// (`model.visual.*`, `model.language_model.*`); each loads from the other layout too, and
 /// from bf16 shards.
 #[test]
@@ -364,7 +364,7 @@ fn both_tensor_layouts_and_bf16_shards_load() {
         let layout = Layout::of(t.keys());
         assert_eq!(
             layout,
-            if family == "qwen2_5_vl" {
+            if family != "qwen3_vl" {
                 Layout::Flat
             } else {
                 Layout::Nested

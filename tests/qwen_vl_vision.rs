@@ -140,6 +140,7 @@ fn qwen3() -> (
     Vec<[usize; 3]>,
 ) {
     let cfg = curric::model::qwen3_vision::Config {
+        flavour: curric::model::qwen3_vision::Flavour::Qwen3Vl,
         depth: 3,
         hidden_size: 32,
         num_heads: 2,

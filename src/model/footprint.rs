@@ -11,6 +11,7 @@
 //! blocks per image patch.
 
 use super::config::{DecoderConfig, VlmConfig};
+use super::qwen3_vision;
 use super::qwen_vl::{self, VisionConfig};
 use super::qwen_vl_image::{smart_resize, ImageProcessorConfig};
 
@@ -129,11 +130,15 @@ fn qwen_vision_groups(v: &VisionConfig) -> Vec<(String, u64)> {
             );
             let hm = h * m * m;
             let out = c.out_hidden_size as u64;
-            g.push((format!("{p}.patch_embed"), h * 3 * t * ps * ps + h));
-            g.push((
-                format!("{p}.pos_embed"),
-                c.num_position_embeddings as u64 * h,
-            ));
+            let qwen3 = c.flavour == qwen3_vision::Flavour::Qwen3Vl;
+            let bias = if qwen3 { h } else { 0 };
+            g.push((format!("{p}.patch_embed"), h * 3 * t * ps * ps + bias));
+            if qwen3 {
+                g.push((
+                    format!("{p}.pos_embed"),
+                    c.num_position_embeddings as u64 * h,
+                ));
+            }
             let block = 4 * h + (3 * h * h + 3 * h) + (h * h + h) + (i * h + i) + (h * i + h);
             g.extend((0..c.depth).map(|k| (format!("{p}.blocks.{k}"), block)));
             let fcs = (hm * hm + hm) + (out * hm + out);

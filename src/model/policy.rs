@@ -1,7 +1,7 @@
 //! [`Policy`]: a model with its tokenizer and variables — batched sampling with a KV cache,
 //! per-token log-probs with gradients, freezing by name prefix, checkpoints. The model is the
-//! built-in tiny VLM (or a text-only HF Qwen2 checkpoint) or a Qwen2.5-VL / Qwen3-VL
-//! checkpoint; the batch layout, sampling and scoring are the same for both.
+//! built-in tiny VLM (or a text-only HF Qwen2 checkpoint) or a Qwen2-VL / Qwen2.5-VL /
+//! Qwen3-VL checkpoint; the batch layout, sampling and scoring are the same for both.
 //!
 //! Batch layout: prompts (vision tokens spliced in at `<image>`, or prepended when the prompt
 //! has no placeholder) are left-padded to a common length, so every row's last prompt token
@@ -289,7 +289,7 @@ impl Policy {
 
     /// Loads a checkpoint directory: `config.json`, `tokenizer.json` and `model.safetensors`
     /// (or the shards of `model.safetensors.index.json`); bf16 / f16 weights become f32. A
-    /// Qwen2.5-VL or Qwen3-VL `config.json` loads that family, with its image processor and
+    /// Qwen2-VL, Qwen2.5-VL or Qwen3-VL `config.json` loads that family, with its image processor and
     /// chat template; anything else is the built-in model or a text-only Qwen2.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
         let cfg_path = dir.join("config.json");

@@ -4,6 +4,9 @@
 //! the merger, and the DeepStack mergers that hand the decoder features from inner blocks.
 //! Tensor names are Hugging Face's, under the tower's prefix.
 //!
+//! Qwen2-VL's tower is its ancestor, the same blocks without the patch bias, the position
+//! grid and DeepStack, with a QuickGELU MLP and other names (`Flavour::Qwen2Vl`).
+//!
 //! Parity: `tests/qwen_vl_vision.rs` against Hugging Face's tower on a tiny random checkpoint
 //! (`tests/fixtures/qwen_vl/make_vision3_fixtures.py`).
 
@@ -14,8 +17,15 @@ use super::nn::{LayerNorm, Linear, RopeTables};
 use super::qwen25_vision::{block_diagonal, VisionAttention};
 use super::qwen_vl_layout::{patch_positions, vision_rotary_angles};
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    Qwen2Vl,
+    Qwen3Vl,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    pub flavour: Flavour,
     pub depth: usize,
     pub hidden_size: usize,
     pub num_heads: usize,
@@ -24,7 +34,7 @@ pub struct Config {
     pub patch_size: usize,
     pub spatial_merge_size: usize,
     pub temporal_patch_size: usize,
-    /// Learned position embeddings: a square grid of this many.
+    /// Learned position embeddings: a square grid of this many (none in Qwen2-VL).
     pub num_position_embeddings: usize,
     /// Blocks after which a DeepStack merger taps the features.
     pub deepstack_visual_indexes: Vec<usize>,
@@ -51,11 +61,15 @@ impl Merger {
     fn new(cfg: &Config, postshuffle: bool, vb: VarBuilder) -> Result<Self> {
         let joined = cfg.hidden_size * cfg.spatial_merge_size * cfg.spatial_merge_size;
         let norm_dim = if postshuffle { joined } else { cfg.hidden_size };
+        let [norm, fc1, fc2] = match cfg.flavour {
+            Flavour::Qwen2Vl => ["ln_q", "mlp.0", "mlp.2"],
+            Flavour::Qwen3Vl => ["norm", "linear_fc1", "linear_fc2"],
+        };
         Ok(Self {
-            norm: LayerNorm::new(norm_dim, 1e-6, vb.pp("norm"))?,
+            norm: LayerNorm::new(norm_dim, 1e-6, vb.pp(norm))?,
             postshuffle,
-            fc1: Linear::new(joined, joined, true, vb.pp("linear_fc1"))?,
-            fc2: Linear::new(joined, cfg.out_hidden_size, true, vb.pp("linear_fc2"))?,
+            fc1: Linear::new(joined, joined, true, vb.pp(fc1))?,
+            fc2: Linear::new(joined, cfg.out_hidden_size, true, vb.pp(fc2))?,
         })
     }
 
@@ -73,8 +87,8 @@ impl Merger {
 pub struct VisionTower {
     cfg: Config,
     patch_embed: Linear,
-    patch_bias: Tensor,
-    pos_embed: Tensor,
+    patch_bias: Option<Tensor>,
+    pos_embed: Option<Tensor>,
     blocks: Vec<Block>,
     merger: Merger,
     deepstack: Vec<Merger>,
@@ -94,6 +108,12 @@ impl VisionTower {
         let patch = vb
             .get((h, 3, t, p, p), "patch_embed.proj.weight")?
             .reshape((h, 3 * t * p * p))?;
+        let qwen3 = cfg.flavour == Flavour::Qwen3Vl;
+        let [fc1, fc2] = if qwen3 {
+            ["mlp.linear_fc1", "mlp.linear_fc2"]
+        } else {
+            ["mlp.fc1", "mlp.fc2"]
+        };
         let mut blocks = Vec::new();
         for b in 0..cfg.depth {
             let vb = vb.pp(format!("blocks.{b}"));
@@ -101,8 +121,8 @@ impl VisionTower {
                 norm1: LayerNorm::new(h, 1e-6, vb.pp("norm1"))?,
                 attn: VisionAttention::new(h, cfg.num_heads, vb.pp("attn"))?,
                 norm2: LayerNorm::new(h, 1e-6, vb.pp("norm2"))?,
-                fc1: Linear::new(h, i, true, vb.pp("mlp.linear_fc1"))?,
-                fc2: Linear::new(i, h, true, vb.pp("mlp.linear_fc2"))?,
+                fc1: Linear::new(h, i, true, vb.pp(fc1))?,
+                fc2: Linear::new(i, h, true, vb.pp(fc2))?,
             });
         }
         let deepstack = (0..cfg.deepstack_visual_indexes.len())
@@ -111,8 +131,12 @@ impl VisionTower {
         Ok(Self {
             cfg: cfg.clone(),
             patch_embed: Linear::from_weight(patch),
-            patch_bias: vb.get(h, "patch_embed.proj.bias")?,
-            pos_embed: vb.get((cfg.num_position_embeddings, h), "pos_embed.weight")?,
+            patch_bias: qwen3
+                .then(|| vb.get(h, "patch_embed.proj.bias"))
+                .transpose()?,
+            pos_embed: qwen3
+                .then(|| vb.get((cfg.num_position_embeddings, h), "pos_embed.weight"))
+                .transpose()?,
             blocks,
             merger: Merger::new(cfg, false, vb.pp("merger"))?,
             deepstack,
@@ -120,7 +144,7 @@ impl VisionTower {
     }
 
     /// The learned grid resized to each image bilinearly (corners on corners), in patch order.
-    fn position_embeddings(&self, grids: &[[usize; 3]]) -> Result<Tensor> {
+    fn position_embeddings(&self, pos_embed: &Tensor, grids: &[[usize; 3]]) -> Result<Tensor> {
         let side = (self.cfg.num_position_embeddings as f64).sqrt() as usize;
         let (mut idx, mut wts) = (Vec::new(), Vec::new());
         let axis = |n: usize| -> Vec<(usize, usize, f32)> {
@@ -155,14 +179,14 @@ impl VisionTower {
             }
         }
         let n = wts.len() / 4;
-        let dev = self.pos_embed.device();
+        let dev = pos_embed.device();
         let idx = Tensor::from_vec(
             idx.into_iter().map(|i| i as u32).collect::<Vec<_>>(),
             n * 4,
             dev,
         )?;
         let wts = Tensor::from_vec(wts, (n, 4, 1), dev)?;
-        self.pos_embed
+        pos_embed
             .index_select(&idx, 0)?
             .reshape((n, 4, self.cfg.hidden_size))?
             .broadcast_mul(&wts)?
@@ -177,11 +201,13 @@ impl VisionTower {
         let merge = c.spatial_merge_size;
         let joined = hidden * merge * merge;
         let head_dim = hidden / c.num_heads;
-        let mut x = self
-            .patch_embed
-            .forward(pixels)?
-            .broadcast_add(&self.patch_bias)?;
-        x = (x + self.position_embeddings(grids)?)?;
+        let mut x = self.patch_embed.forward(pixels)?;
+        if let Some(b) = &self.patch_bias {
+            x = x.broadcast_add(b)?;
+        }
+        if let Some(p) = &self.pos_embed {
+            x = (x + self.position_embeddings(p, grids)?)?;
+        }
         let angles = Tensor::from_vec(
             vision_rotary_angles(grids, merge, head_dim, 10000.0),
             (1, 1, n, head_dim / 2),
@@ -196,7 +222,12 @@ impl VisionTower {
         let mut deepstack = Vec::new();
         for (i, b) in self.blocks.iter().enumerate() {
             x = (&x + b.attn.forward(&b.norm1.forward(&x)?, &rope, &mask)?)?;
-            let m = b.fc1.forward(&b.norm2.forward(&x)?)?.gelu()?;
+            let m = b.fc1.forward(&b.norm2.forward(&x)?)?;
+            let m = match c.flavour {
+                Flavour::Qwen3Vl => m.gelu()?,
+                // QuickGELU: x · σ(1.702 x).
+                Flavour::Qwen2Vl => (&m * ((&m * -1.702)?.exp()? + 1.0)?.recip()?)?,
+            };
             x = (&x + b.fc2.forward(&m)?)?;
             if let Some(k) = c.deepstack_visual_indexes.iter().position(|&d| d == i) {
                 deepstack.push(self.deepstack[k].forward(&x, joined)?);

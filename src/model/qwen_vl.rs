@@ -1,4 +1,4 @@
-//! Qwen2.5-VL and Qwen3-VL as policies: the config as Hugging Face writes it, the vision tower
+//! Qwen2.5-VL and Qwen3-VL (and Qwen2-VL, which Qwen2.5-VL grew from) as policies: the config as Hugging Face writes it, the vision tower
 //! of the family in front of the Qwen decoder with multimodal RoPE, and the tensor names of
 //! both checkpoint layouts in the wild.
 //!
@@ -16,6 +16,7 @@ use super::{qwen25_vision, qwen3_vision};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
+    Qwen2Vl,
     Qwen25Vl,
     Qwen3Vl,
 }
@@ -31,6 +32,7 @@ impl Family {
             .and_then(Value::as_str)
             .unwrap_or("");
         match (ty, arch) {
+            ("qwen2_vl", _) | (_, "Qwen2VLForConditionalGeneration") => Some(Family::Qwen2Vl),
             ("qwen2_5_vl", _) | (_, "Qwen2_5_VLForConditionalGeneration") => Some(Family::Qwen25Vl),
             ("qwen3_vl", _) | (_, "Qwen3VLForConditionalGeneration") => Some(Family::Qwen3Vl),
             _ => None,
@@ -39,6 +41,7 @@ impl Family {
 
     pub fn name(self) -> &'static str {
         match self {
+            Family::Qwen2Vl => "Qwen2-VL",
             Family::Qwen25Vl => "Qwen2.5-VL",
             Family::Qwen3Vl => "Qwen3-VL",
         }
@@ -48,6 +51,7 @@ impl Family {
 #[derive(Debug, Clone, PartialEq)]
 pub enum VisionConfig {
     Qwen25(qwen25_vision::Config),
+    /// Qwen3-VL's tower, or Qwen2-VL's (its `flavour`).
     Qwen3(qwen3_vision::Config),
 }
 
@@ -67,7 +71,7 @@ impl Config {
     /// Parses either layout: decoder fields at the top level (Qwen2.5-VL's own files) or under
     /// `text_config` (newer ones), with `rope_scaling` or `rope_parameters`.
     pub fn from_json(v: &Value) -> std::result::Result<Self, String> {
-        let family = Family::detect(v).ok_or("not a Qwen2.5-VL or Qwen3-VL config")?;
+        let family = Family::detect(v).ok_or("not a Qwen2-VL, Qwen2.5-VL or Qwen3-VL config")?;
         let text = v.get("text_config").unwrap_or(v);
         let field = |key: &str| text.get(key).or_else(|| v.get(key));
         let int = |key: &str| -> std::result::Result<usize, String> {
@@ -97,7 +101,7 @@ impl Config {
             ));
         };
         let layout = match family {
-            Family::Qwen25Vl => MropeLayout::Sectioned,
+            Family::Qwen2Vl | Family::Qwen25Vl => MropeLayout::Sectioned,
             Family::Qwen3Vl => MropeLayout::Interleaved,
         };
         let theta = rope
@@ -150,12 +154,22 @@ impl Config {
                 })
                 .unwrap_or_default()
         };
-        let (depth, hidden) = (vint("depth", None)?, vint("hidden_size", None)?);
+        // Qwen2-VL calls the tower's width `embed_dim` and its output width `hidden_size`.
+        let qwen2 = family == Family::Qwen2Vl;
+        let depth = vint("depth", None)?;
+        let hidden = vint(if qwen2 { "embed_dim" } else { "hidden_size" }, None)?;
         let heads = vint("num_heads", None)?;
         if heads == 0 || !hidden.is_multiple_of(heads) {
-            return Err("vision_config.hidden_size must be a multiple of num_heads".into());
+            return Err("the vision tower's width must be a multiple of num_heads".into());
         }
-        let out = vint("out_hidden_size", Some(text_cfg.hidden_size))?;
+        let out = vint(
+            if qwen2 {
+                "hidden_size"
+            } else {
+                "out_hidden_size"
+            },
+            Some(text_cfg.hidden_size),
+        )?;
         if out != text_cfg.hidden_size {
             return Err(format!(
                 "vision_config.out_hidden_size {out} differs from the decoder's hidden_size {}",
@@ -176,7 +190,23 @@ impl Config {
                 fullatt_block_indexes: list("fullatt_block_indexes"),
                 rms_norm_eps: 1e-6,
             }),
+            Family::Qwen2Vl => VisionConfig::Qwen3(qwen3_vision::Config {
+                flavour: qwen3_vision::Flavour::Qwen2Vl,
+                depth,
+                hidden_size: hidden,
+                num_heads: heads,
+                intermediate_size: (hidden as f64
+                    * vc.get("mlp_ratio").and_then(Value::as_f64).unwrap_or(4.0))
+                    as usize,
+                out_hidden_size: out,
+                patch_size: vint("patch_size", Some(14))?,
+                spatial_merge_size: vint("spatial_merge_size", Some(2))?,
+                temporal_patch_size: vint("temporal_patch_size", Some(2))?,
+                num_position_embeddings: 0,
+                deepstack_visual_indexes: Vec::new(),
+            }),
             Family::Qwen3Vl => VisionConfig::Qwen3(qwen3_vision::Config {
+                flavour: qwen3_vision::Flavour::Qwen3Vl,
                 depth,
                 hidden_size: hidden,
                 num_heads: heads,
