@@ -1,6 +1,7 @@
-//! `curric bench`: rollout and update speed of the built-in presets on a GRPO-shaped batch
-//! (G = 8 completions × 16 prompts), measured against the time of the update's matrix
-//! multiplies alone.
+//! `curric bench`: rollout and update speed of the built-in presets, or of any checkpoint
+//! directory (`--model`; randomly initialised from its config when it has no weights), on a
+//! GRPO-shaped batch (G = 8 completions × 16 prompts by default), measured against the time of
+//! the update's matrix multiplies alone.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,6 +27,22 @@ pub struct BenchArgs {
     /// Tokens each completion decodes (the random-init presets never stop early).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub new_tokens: u64,
+    /// A checkpoint directory to measure instead of the presets (repeatable). One with a
+    /// config but no weights is initialised at random: measure a model's shape without it.
+    #[arg(long = "model")]
+    pub models: Vec<std::path::PathBuf>,
+    /// Prompts per batch.
+    #[arg(long, default_value_t = PROMPTS as u64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub prompts: u64,
+    /// Completions per prompt (G).
+    #[arg(long, default_value_t = GROUP as u64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub group: u64,
+    /// Rows per forward/backward of the update (default: the whole batch at once).
+    #[arg(long)]
+    pub micro_batch: Option<u64>,
+    /// The device's peak TFLOP/s at the dtype it computes in, to report the update's MFU.
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
 }
 
 /// Runs `curric bench`, printing each preset's row as soon as it is measured.
@@ -36,14 +53,38 @@ pub fn run_cli(args: BenchArgs) -> std::process::ExitCode {
             presets: args.presets,
             device,
             new_tokens: args.new_tokens as usize,
+            prompts: args.prompts as usize,
+            group: args.group as usize,
+            micro_batch: args.micro_batch.map(|m| m as usize),
         };
-        if let Err(code) = crate::out::stdout(&header()) {
+        if let Err(code) = crate::out::stdout(&header(&opts)) {
             return Ok(Some(code));
         }
-        for name in presets(&opts) {
-            let row = bench_preset(&name, &opts)?;
-            if let Err(code) = crate::out::stdout(&row_line(&row)) {
+        let mut rows = Vec::new();
+        if args.models.is_empty() || !opts.presets.is_empty() {
+            for name in presets(&opts) {
+                rows.push(bench_preset(&name, &opts)?);
+                if let Err(code) = crate::out::stdout(&row_line(rows.last().expect("a row"))) {
+                    return Ok(Some(code));
+                }
+            }
+        }
+        for dir in &args.models {
+            rows.push(bench_model(dir, &opts, &args.device)?);
+            if let Err(code) = crate::out::stdout(&row_line(rows.last().expect("a row"))) {
                 return Ok(Some(code));
+            }
+        }
+        if let Some(peak) = args.peak_tflops {
+            for r in &rows {
+                let line = format!(
+                    "{}: update MFU {:.1} % of {peak} TFLOP/s (decoder matmuls)\n",
+                    r.preset,
+                    100.0 * r.update_gflops / (peak * 1e3)
+                );
+                if let Err(code) = crate::out::stdout(&line) {
+                    return Ok(Some(code));
+                }
             }
         }
         Ok(None)
@@ -70,6 +111,26 @@ pub struct BenchOptions {
     pub device: Device,
     /// Tokens each completion decodes.
     pub new_tokens: usize,
+    /// Prompts per batch and completions per prompt.
+    pub prompts: usize,
+    pub group: usize,
+    /// Rows per update forward/backward; none: the whole batch.
+    pub micro_batch: Option<usize>,
+}
+
+impl BenchOptions {
+    /// The default batch (G 8 × 16 prompts, one update pass) for `presets` on `device`.
+    pub fn new(quick: bool, presets: Vec<String>, device: Device, new_tokens: usize) -> Self {
+        BenchOptions {
+            quick,
+            presets,
+            device,
+            new_tokens,
+            prompts: PROMPTS,
+            group: GROUP,
+            micro_batch: None,
+        }
+    }
 }
 
 /// One preset's measurements.
@@ -86,7 +147,8 @@ pub struct BenchRow {
     pub update_ms: f64,
     pub matmul_ms: f64,
     pub grpo_samples_s: f64,
-    /// Peak resident memory of the process so far (VmHWM), MiB.
+    /// Peak resident memory of the process so far (VmHWM), MiB; on a GPU, the device memory in
+    /// use after the rollout or the update, whichever is more.
     pub peak_mib: f64,
     /// This machine's f32 GEMM throughput, measured once at start (GFLOP/s).
     pub gemm_gflops: f64,
@@ -151,14 +213,14 @@ fn presets(opts: &BenchOptions) -> Vec<String> {
     }
 }
 
-fn prompts() -> Vec<PolicyInput> {
+fn prompts(n: usize) -> Vec<PolicyInput> {
     let questions = [
         "<image> How many red circles are in the grid?",
         "<image> What colour is the shape in the top - left cell?",
         "<image> Is there a blue square left of the green star? Answer yes or no.",
         "What is 12 + 30?",
     ];
-    (0..PROMPTS)
+    (0..n)
         .map(|i| {
             let q = questions[i % questions.len()];
             let image = q.starts_with("<image>").then(|| {
@@ -177,14 +239,15 @@ fn prompts() -> Vec<PolicyInput> {
         .collect()
 }
 
-fn grpo_batch() -> (Vec<PolicyInput>, Vec<u64>) {
-    let base = prompts();
-    let mut inputs = Vec::with_capacity(PROMPTS * GROUP);
-    let mut seeds = Vec::with_capacity(PROMPTS * GROUP);
+fn grpo_batch(opts: &BenchOptions) -> (Vec<PolicyInput>, Vec<u64>) {
+    let base = prompts(opts.prompts);
+    let g = opts.group;
+    let mut inputs = Vec::with_capacity(opts.prompts * g);
+    let mut seeds = Vec::with_capacity(opts.prompts * g);
     for (i, p) in base.iter().enumerate() {
-        for g in 0..GROUP {
+        for k in 0..g {
             inputs.push(p.clone());
-            seeds.push((i * GROUP + g) as u64);
+            seeds.push((i * g + k) as u64);
         }
     }
     (inputs, seeds)
@@ -215,7 +278,8 @@ fn rollout(
 }
 
 /// One GRPO update exactly as training runs it with μ = 1: log-probs, the clipped surrogate
-/// (token-mean, no reference), backward, and curric's AdamW with grad-norm clipping and its
+/// (token-mean, no reference), backward — `micro` rows at a time, gradients accumulated with
+/// each micro-batch's share of the tokens — and curric's AdamW with grad-norm clipping and its
 /// NaN guard. Returns milliseconds.
 fn update_step(
     p: &Policy,
@@ -223,15 +287,38 @@ fn update_step(
     inputs: &[PolicyInput],
     completions: &[Vec<u32>],
     adv: &Tensor,
+    micro: usize,
 ) -> Result<f64, ModelError> {
     let grpo = |e: crate::grpo::GrpoError| ModelError::Invalid(e.to_string());
     let t = Instant::now();
-    let lp = p.logprobs(inputs, completions)?;
-    let mask = lp.mask.to_dtype(DType::F32)?;
-    let old = lp.logp.detach();
-    let (loss, _) =
-        policy_loss(&lp.logp, &old, None, adv, &mask, &LossConfig::default()).map_err(grpo)?;
-    opt.backward_step(&loss, opt.steps()).map_err(grpo)?;
+    let total: usize = completions.iter().map(Vec::len).sum::<usize>().max(1);
+    let mut acc: Option<Vec<Option<Tensor>>> = None;
+    for a in (0..inputs.len()).step_by(micro.max(1)) {
+        let len = micro.max(1).min(inputs.len() - a);
+        let rows = &completions[a..a + len];
+        let share = rows.iter().map(Vec::len).sum::<usize>() as f64 / total as f64;
+        let lp = p.logprobs(&inputs[a..a + len], rows)?;
+        let mask = lp.mask.to_dtype(DType::F32)?;
+        let old = lp.logp.detach();
+        let (loss, _) = policy_loss(
+            &lp.logp,
+            &old,
+            None,
+            &adv.narrow(0, a, len)?,
+            &mask,
+            &LossConfig::default(),
+        )
+        .map_err(grpo)?;
+        let grads = opt.grads_of(&(loss * share)?.backward()?);
+        match acc.as_mut() {
+            None => acc = Some(grads),
+            Some(sum) => AdamW::accumulate(sum, grads).map_err(grpo)?,
+        }
+    }
+    if let Some(grads) = acc {
+        opt.apply_grads(&grads, opt.steps()).map_err(grpo)?;
+    }
+    p.device().synchronize()?;
     Ok(t.elapsed().as_secs_f64() * 1e3)
 }
 
@@ -310,18 +397,59 @@ fn time_matmuls(shapes: &[[usize; 4]], dev: &Device, reps: usize) -> Result<f64,
 }
 
 fn bench_preset(name: &str, opts: &BenchOptions) -> Result<BenchRow, ModelError> {
+    let p = Policy::tiny(name, 0, &opts.device)?;
+    bench_policy(name, &p, opts, || None)
+}
+
+/// A checkpoint directory: loaded, or initialised at random from its config when it has no
+/// weights.
+fn bench_model(
+    dir: &std::path::Path,
+    opts: &BenchOptions,
+    device: &str,
+) -> Result<BenchRow, ModelError> {
+    let has_weights = ["model.safetensors", "model.safetensors.index.json"]
+        .iter()
+        .any(|f| dir.join(f).is_file());
+    let name = dir.file_name().map_or_else(
+        || dir.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let (p, name) = if has_weights {
+        (Policy::load(dir, &opts.device)?, name)
+    } else {
+        (
+            Policy::random_like(dir, &opts.device)?,
+            format!("{name} (random)"),
+        )
+    };
+    let device = device.to_string();
+    bench_policy(&name, &p, opts, || {
+        crate::exec::memory::device_memory_used(&device).map(|b| b as f64 / (1u64 << 20) as f64)
+    })
+}
+
+/// Measures `p`; `device_mib` reads the device memory in use (none on the CPU, where the
+/// process's peak resident memory is reported).
+fn bench_policy(
+    name: &str,
+    p: &Policy,
+    opts: &BenchOptions,
+    device_mib: impl Fn() -> Option<f64>,
+) -> Result<BenchRow, ModelError> {
     let (quick, dev, new_tokens) = (opts.quick, &opts.device, opts.new_tokens);
     let gemm = gemm_gflops(dev)?;
-    let p = Policy::tiny(name, 0, dev)?;
-    let (inputs, seeds) = grpo_batch();
+    let (inputs, seeds) = grpo_batch(opts);
+    let g = opts.group;
     // Warm up allocator and kernels.
-    rollout(&p, &inputs[..GROUP], &seeds[..GROUP], 2, true)?;
-    let (tok_cache, roll_secs, comps) = rollout(&p, &inputs, &seeds, new_tokens, true)?;
+    rollout(p, &inputs[..g], &seeds[..g], 2, true)?;
+    let (tok_cache, roll_secs, comps) = rollout(p, &inputs, &seeds, new_tokens, true)?;
+    let mut device_peak = device_mib();
     // Recomputing the prefix is slow: measure it on a part of the batch (whole groups).
-    let part = if quick { 2 * GROUP } else { 4 * GROUP };
-    let (tok_nocache, _, _) = rollout(&p, &inputs[..part], &seeds[..part], new_tokens, false)?;
+    let part = (if quick { 2 * g } else { 4 * g }).min(inputs.len());
+    let (tok_nocache, _, _) = rollout(p, &inputs[..part], &seeds[..part], new_tokens, false)?;
     // Compare like with like: the cached rollout on the same partial batch.
-    let (tok_cache_part, _, _) = rollout(&p, &inputs[..part], &seeds[..part], new_tokens, true)?;
+    let (tok_cache_part, _, _) = rollout(p, &inputs[..part], &seeds[..part], new_tokens, true)?;
 
     let adv: Vec<f32> = (0..inputs.len())
         .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
@@ -336,26 +464,23 @@ fn bench_preset(name: &str, opts: &BenchOptions) -> Result<BenchRow, ModelError>
     )
     .map_err(|e| ModelError::Invalid(e.to_string()))?;
     let steps = if quick { 1 } else { 3 };
-    update_step(&p, &mut opt, &inputs, &comps, &adv)?;
+    let micro = opts.micro_batch.unwrap_or(inputs.len());
+    update_step(p, &mut opt, &inputs, &comps, &adv, micro)?;
     let mut update_ms = f64::INFINITY;
     for _ in 0..steps {
-        update_ms = update_ms.min(update_step(&p, &mut opt, &inputs, &comps, &adv)?);
+        update_ms = update_ms.min(update_step(p, &mut opt, &inputs, &comps, &adv, micro)?);
     }
-    let prompt_len = {
-        let patches = p.config().vision.as_ref().map_or(0, |v| v.num_patches());
-        inputs
-            .iter()
-            .map(|i| {
-                let n = p.encode(&i.prompt).map(|t| t.len()).unwrap_or(0);
-                if i.image.is_some() {
-                    n - 1 + patches
-                } else {
-                    n
-                }
-            })
-            .max()
-            .unwrap_or(0)
+    device_peak = match (device_peak, device_mib()) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
     };
+    let prompt_len = inputs
+        .iter()
+        .map(|i| p.prompt_ids(i).map(|t| t.len()))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .max()
+        .unwrap_or(0);
     let comp = comps.iter().map(Vec::len).max().unwrap_or(0);
     let images = inputs.iter().filter(|i| i.image.is_some()).count();
     let shapes = matmul_shapes(p.config(), inputs.len(), prompt_len + comp, comp, images);
@@ -376,7 +501,7 @@ fn bench_preset(name: &str, opts: &BenchOptions) -> Result<BenchRow, ModelError>
         update_ms,
         matmul_ms,
         grpo_samples_s: inputs.len() as f64 / (roll_secs + update_ms / 1e3),
-        peak_mib: peak_rss_mib(),
+        peak_mib: device_peak.unwrap_or_else(peak_rss_mib),
         gemm_gflops: gemm,
         rollout_gflops: rollout_flops / roll_secs / 1e9,
         update_gflops: update_flops / (update_ms / 1e3) / 1e9,
@@ -397,21 +522,23 @@ pub fn peak_rss_mib() -> f64 {
 }
 
 /// The bench table.
-pub fn render(rows: &[BenchRow]) -> String {
-    let mut s = header();
+pub fn render(rows: &[BenchRow], opts: &BenchOptions) -> String {
+    let mut s = header(opts);
     for r in rows {
         s.push_str(&row_line(r));
     }
     s
 }
 
-fn header() -> String {
+fn header(opts: &BenchOptions) -> String {
     format!(
-        "batch: {GROUP} completions x {PROMPTS} prompts; update = logprobs + GRPO loss + backward + clipped AdamW;\n\
+        "batch: {} completions x {} prompts; update = logprobs + GRPO loss + backward + clipped AdamW;\n\
          no-kv measured on 2-4 prompts' groups, kv x = kv / no-kv on that same partial batch;\n\
          GF/s = matmul GFLOP/s achieved, % = share of this machine's GEMM GFLOP/s (gemm)\n\
-         {:<7} {:>10} {:>7} {:>12} {:>12} {:>7} {:>10} {:>10} {:>9} {:>10} {:>9} {:>7} {:>8} {:>6} {:>8} {:>6}\n",
-        "preset",
+         {:<18} {:>10} {:>7} {:>12} {:>12} {:>7} {:>10} {:>10} {:>9} {:>10} {:>9} {:>7} {:>8} {:>6} {:>8} {:>6}\n",
+        opts.group,
+        opts.prompts,
+        "model",
         "params",
         "tokens",
         "tok/s kv",
@@ -432,7 +559,7 @@ fn header() -> String {
 
 fn row_line(r: &BenchRow) -> String {
     format!(
-        "{:<7} {:>10} {:>7} {:>12.0} {:>12.0} {:>7.1} {:>10.1} {:>10.1} {:>9.2} {:>10.1} {:>9.0} {:>7.0} {:>8.1} {:>6.1} {:>8.1} {:>6.1}\n",
+        "{:<18} {:>10} {:>7} {:>12.0} {:>12.0} {:>7.1} {:>10.1} {:>10.1} {:>9.2} {:>10.1} {:>9.0} {:>7.0} {:>8.1} {:>6.1} {:>8.1} {:>6.1}\n",
         r.preset,
         r.params,
         r.new_tokens,
@@ -491,7 +618,9 @@ mod tests {
         };
         assert!((row.update_over_matmul() - 3.0).abs() < 1e-12);
         assert_eq!(row.fractions_of_gemm(), (0.2, 0.6));
-        let t = render(&[row.clone(), row]);
+        let opts = BenchOptions::new(true, Vec::new(), Device::Cpu, 32);
+        let t = render(&[row.clone(), row], &opts);
+        assert!(t.starts_with("batch: 8 completions x 16 prompts"));
         assert_eq!(t.lines().count(), 6);
         assert!(t.lines().nth(4).unwrap().starts_with("nano"));
     }

@@ -95,6 +95,28 @@ pub fn device_memory(device: &str) -> Option<u64> {
     cuda_memory(ordinal)
 }
 
+/// Device memory in use on `cuda:N` (total minus free), in a CUDA build; none elsewhere.
+pub fn device_memory_used(device: &str) -> Option<u64> {
+    let d = device.trim().to_ascii_lowercase();
+    let ordinal = match d.as_str() {
+        "cuda" => 0,
+        _ => d.strip_prefix("cuda:")?.parse().ok()?,
+    };
+    cuda_used(ordinal)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_used(ordinal: usize) -> Option<u64> {
+    use candle_core::cuda_backend::cudarc::driver::CudaContext;
+    let (free, total) = CudaContext::new(ordinal).ok()?.mem_get_info().ok()?;
+    Some((total - free) as u64)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_used(_ordinal: usize) -> Option<u64> {
+    None
+}
+
 #[cfg(feature = "cuda")]
 fn cuda_memory(ordinal: usize) -> Option<u64> {
     use candle_core::cuda_backend::cudarc::driver::CudaContext;

@@ -167,24 +167,61 @@ impl Policy {
     ) -> Result<Self, ModelError> {
         let p = Self::build(Spec::Tiny(Box::new(cfg)), tokenizer, device)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        for (name, var) in p.named_vars() {
+        p.initialise(|shape| {
+            let v: Vec<f32> = (0..shape.elem_count())
+                .map(|_| 0.02 * normal(&mut rng))
+                .collect();
+            Tensor::from_vec(v, shape, device)
+        })?;
+        Ok(p)
+    }
+
+    /// A randomly initialised model of a checkpoint directory's config, tokenizer and (for
+    /// Qwen-VL) processor and chat template, without reading its weights: what `curric bench
+    /// --model` measures when a directory holds only the config of a model too large to have
+    /// here. Weights are drawn on the device, not reproducibly.
+    pub fn random_like(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+            path: cfg_path.clone(),
+            message: e.to_string(),
+        })?;
+        let (spec, tokenizer) = if qwen_vl::Family::detect(&v).is_some() {
+            let (spec, tokenizer) = Self::qwen_spec(dir, &v, Layout::Nested)?;
+            (Spec::QwenVl(Box::new(spec)), tokenizer)
+        } else {
+            let cfg = VlmConfig::from_json(&text).map_err(|message| ModelError::Config {
+                path: cfg_path,
+                message,
+            })?;
+            (Spec::Tiny(Box::new(cfg)), checkpoint::read_tokenizer(dir)?)
+        };
+        let p = Self::build(spec, tokenizer, device)?;
+        p.initialise(|shape| Tensor::randn(0f32, 0.02, shape, device))?;
+        Ok(p)
+    }
+
+    /// Sets every variable: biases 0, norm scales 1, other weights from `draw`, in name order.
+    fn initialise(
+        &self,
+        mut draw: impl FnMut(candle_core::Shape) -> candle_core::Result<Tensor>,
+    ) -> Result<(), ModelError> {
+        for (name, var) in self.named_vars() {
             let shape = var.shape().clone();
-            let n = shape.elem_count();
-            let is_norm = name.ends_with("norm.weight")
-                || name.ends_with("layernorm.weight")
-                || name.ends_with("norm1.weight")
-                || name.ends_with("norm2.weight");
+            let is_norm = ["norm.weight", "norm1.weight", "norm2.weight", "ln_q.weight"]
+                .iter()
+                .any(|s| name.ends_with(s));
             let t = if name.ends_with("bias") {
-                Tensor::zeros(shape, DType::F32, device)?
+                Tensor::zeros(shape, DType::F32, &self.device)?
             } else if is_norm {
-                Tensor::ones(shape, DType::F32, device)?
+                Tensor::ones(shape, DType::F32, &self.device)?
             } else {
-                let v: Vec<f32> = (0..n).map(|_| 0.02 * normal(&mut rng)).collect();
-                Tensor::from_vec(v, shape, device)?
+                draw(shape)?
             };
             var.set(&t)?;
         }
-        Ok(p)
+        Ok(())
     }
 
     /// Builds the variables for `spec` (values unspecified) and the model over them.
@@ -307,6 +344,22 @@ impl Policy {
     }
 
     fn load_qwen_vl(dir: &Path, v: &Value, device: &Device) -> Result<Self, ModelError> {
+        let tensors = checkpoint::read_tensors(dir)?;
+        let layout = Layout::of(tensors.keys());
+        let tensors = tensors
+            .into_iter()
+            .map(|(k, t)| (layout.to_model(&k), t))
+            .collect();
+        let (spec, tokenizer) = Self::qwen_spec(dir, v, layout)?;
+        Self::from_spec(Spec::QwenVl(Box::new(spec)), tokenizer, tensors, device)
+    }
+
+    /// Everything of a Qwen-VL checkpoint directory but its weights.
+    fn qwen_spec(
+        dir: &Path,
+        v: &Value,
+        layout: Layout,
+    ) -> Result<(QwenSpec, Tokenizer), ModelError> {
         let cfg = qwen_vl::Config::from_json(v).map_err(|message| ModelError::Config {
             path: dir.join("config.json"),
             message,
@@ -367,12 +420,6 @@ impl Policy {
                 Err(e) => return Err(ModelError::io(p, e)),
             }
         }
-        let tensors = checkpoint::read_tensors(dir)?;
-        let layout = Layout::of(tensors.keys());
-        let tensors = tensors
-            .into_iter()
-            .map(|(k, t)| (layout.to_model(&k), t))
-            .collect();
         let spec = QwenSpec {
             cfg,
             images,
@@ -381,7 +428,7 @@ impl Policy {
             stops,
             files,
         };
-        Self::from_spec(Spec::QwenVl(Box::new(spec)), tokenizer, tensors, device)
+        Ok((spec, tokenizer))
     }
 
     /// Loads a checkpoint directory, or a model id from the local Hugging Face cache
