@@ -396,15 +396,7 @@ impl Policy {
                 path: dir.join("generation_config.json"),
                 message: e.to_string(),
             })?;
-            let ids: Vec<u32> = match g.get("eos_token_id") {
-                Some(Value::Number(n)) => n.as_u64().map(|x| x as u32).into_iter().collect(),
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .filter_map(|x| x.as_u64())
-                    .map(|x| x as u32)
-                    .collect(),
-                _ => Vec::new(),
-            };
+            let ids = qwen_vl::token_ids(g.get("eos_token_id"));
             for id in ids {
                 if !stops.contains(&id) {
                     stops.push(id);
@@ -911,12 +903,22 @@ impl Policy {
         })
     }
 
-    /// Rotary tables of one decode step at each row's next position.
-    fn step_rope(&self, next: &[i64]) -> Result<super::nn::RopeTables, ModelError> {
+    /// Hidden states `[B, 1, d]` of one token per row (`ids`) at each row's next position,
+    /// attending to the cache (keys valid per `valid`) and appended to it.
+    fn decode_step(
+        &self,
+        ids: Vec<u32>,
+        next: &[i64],
+        valid: &[Vec<bool>],
+        cache: &mut KvCache,
+    ) -> Result<Tensor, ModelError> {
+        let dec = self.decoder();
+        let (dev, n) = (&self.device, ids.len());
         let p = next.to_vec();
-        Ok(self
-            .decoder()
-            .rope_tables(&[p.clone(), p.clone(), p], next.len(), 1, &self.device)?)
+        let rope = dec.rope_tables(&[p.clone(), p.clone(), p], n, 1, dev)?;
+        let mask = causal_mask(valid, 1, dev)?;
+        let x = dec.embed(&Tensor::from_vec(ids, (n, 1), dev)?)?;
+        Ok(dec.forward_rope(&x, &rope, Some(&mask), Some(cache), &[], None)?)
     }
 
     /// Next-token logits `[B, C, V]` for every completion position from one full forward
@@ -1043,17 +1045,7 @@ impl Policy {
             for v in valid.iter_mut() {
                 v.push(true);
             }
-            let ids = Tensor::from_vec(ids, (b, 1), dev)?;
-            let rope = self.step_rope(&next_pos)?;
-            let mask = causal_mask(&valid, 1, dev)?;
-            let h = dec.forward_rope(
-                &dec.embed(&ids)?,
-                &rope,
-                Some(&mask),
-                Some(&mut cache),
-                &[],
-                None,
-            )?;
+            let h = self.decode_step(ids, &next_pos, &valid, &mut cache)?;
             steps.push(dec.logits(&h)?);
             next_pos.iter_mut().for_each(|x| *x += 1);
         }
@@ -1182,18 +1174,7 @@ impl Policy {
                 v.push(true);
             }
             if use_cache {
-                let n = alive.len();
-                let ids = Tensor::from_vec(step_ids, (n, 1), dev)?;
-                let rope = self.step_rope(&next_pos)?;
-                let mask = causal_mask(&valid, 1, dev)?;
-                let h = dec.forward_rope(
-                    &dec.embed(&ids)?,
-                    &rope,
-                    Some(&mask),
-                    Some(&mut cache),
-                    &[],
-                    None,
-                )?;
+                let h = self.decode_step(step_ids, &next_pos, &valid, &mut cache)?;
                 last = dec.logits(&h.squeeze(1)?)?;
             } else {
                 let gen: Vec<Vec<u32>> = out

@@ -219,17 +219,7 @@ impl Config {
                 deepstack_visual_indexes: list("deepstack_visual_indexes"),
             }),
         };
-        let ids = |key: &str| -> Vec<u32> {
-            match v.get(key).or_else(|| text.get(key)) {
-                Some(Value::Number(n)) => n.as_u64().map(|x| x as u32).into_iter().collect(),
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .filter_map(|x| x.as_u64())
-                    .map(|x| x as u32)
-                    .collect(),
-                _ => Vec::new(),
-            }
-        };
+        let ids = |key: &str| token_ids(v.get(key).or_else(|| text.get(key)));
         let image_token_id = *ids("image_token_id").first().ok_or("no `image_token_id`")?;
         Ok(Config {
             family,
@@ -246,6 +236,19 @@ impl Config {
             VisionConfig::Qwen25(c) => c.spatial_merge_size,
             VisionConfig::Qwen3(c) => c.spatial_merge_size,
         }
+    }
+}
+
+/// Token ids written as one number or a list (`eos_token_id` is either).
+pub fn token_ids(v: Option<&Value>) -> Vec<u32> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().map(|x| x as u32).into_iter().collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_u64)
+            .map(|x| x as u32)
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
