@@ -535,3 +535,47 @@ fn a_prompt_longer_than_the_context_is_named_when_the_phase_loads() {
         .unwrap();
     assert_eq!(m.get("a").unwrap().steps, 0);
 }
+
+/// `dtype = bf16`: every phase holds its weights in bf16 (checkpoints too), the optimiser's
+/// f32 master weights are checkpointed, so a killed run resumes to the very weights of one
+/// that was not killed.
+#[test]
+fn bf16_runs_checkpoint_in_bf16_and_resume_exactly() {
+    let text = curriculum("1e-3").replace("device = cpu", "device = cpu\ndtype  = bf16");
+    let plan = plan_of(&text);
+    assert!(plan
+        .phases
+        .iter()
+        .all(|p| p.dtype == curric::spec::Dtype::Bf16));
+    let straight = tempfile::tempdir().unwrap();
+    run(&plan, &opts(straight.path()));
+    let m = Manifest::load(&straight.path().join("manifest.toml"))
+        .unwrap()
+        .unwrap();
+    let ckpt = straight
+        .path()
+        .join(m.get("rl").unwrap().checkpoint.as_ref().unwrap());
+    let w =
+        candle_core::safetensors::load(ckpt.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    assert!(w.values().all(|t| t.dtype() == candle_core::DType::BF16));
+    let opt = candle_core::safetensors::load(
+        ckpt.join(curric::exec::checkpoint::OPTIMIZER_FILE),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert!(opt.contains_key("master.model.embed_tokens.weight"));
+
+    let resumed = tempfile::tempdir().unwrap();
+    let mut o = opts(resumed.path());
+    o.crash_after = Some(3);
+    o.crash_phase = Some("rl".into());
+    run(&plan, &o);
+    let out = run(&plan, &opts(resumed.path()));
+    assert_eq!(ran(&out), ["rl", "arm", "final"]);
+    assert_eq!(
+        final_weights(resumed.path(), "rl"),
+        final_weights(straight.path(), "rl"),
+        "resumed bf16 weights differ"
+    );
+}

@@ -44,18 +44,21 @@ fn sample(i: usize) -> Sample {
     s
 }
 
-fn grpo_raises_the_reward(family: &str) {
+fn grpo_raises_the_reward(family: &str, dtype: candle_core::DType) {
     let t0 = Instant::now();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/qwen_vl")
         .join(format!("tiny_{family}"));
-    let policy = Policy::load(&dir, &Device::Cpu).unwrap();
+    let policy = Policy::load(&dir, &Device::Cpu)
+        .unwrap()
+        .with_dtype(dtype)
+        .unwrap();
     let grpo::Outcome { curve, greedy } = grpo::warm_up_then_grpo(&policy, sample, 20);
     // Step 0's rollouts come before any update: the warmed-up model at chance.
     let first = curve[0];
     let last = curve[curve.len() - 4..].iter().sum::<f64>() / 4.0;
     println!(
-        "{family} GRPO: sampled reward {first:.3} -> {last:.3}, greedy accuracy {greedy:.2}, {:.1}s; curve {curve:.2?}",
+        "{family} GRPO ({dtype:?}): sampled reward {first:.3} -> {last:.3}, greedy accuracy {greedy:.2}, {:.1}s; curve {curve:.2?}",
         t0.elapsed().as_secs_f64()
     );
     assert!(
@@ -71,22 +74,27 @@ fn grpo_raises_the_reward(family: &str) {
 
 #[test]
 fn grpo_raises_the_tiny_qwen2_5_vl_reward() {
-    grpo_raises_the_reward("qwen2_5_vl");
+    grpo_raises_the_reward("qwen2_5_vl", candle_core::DType::F32);
 }
 
 #[test]
 fn grpo_raises_the_tiny_qwen3_vl_reward() {
-    grpo_raises_the_reward("qwen3_vl");
+    grpo_raises_the_reward("qwen3_vl", candle_core::DType::F32);
+}
+
+#[test]
+fn grpo_raises_the_tiny_qwen3_vl_reward_in_bf16() {
+    grpo_raises_the_reward("qwen3_vl", candle_core::DType::BF16);
 }
 
 #[test]
 fn grpo_raises_the_tiny_qwen2_vl_reward() {
-    grpo_raises_the_reward("qwen2_vl");
+    grpo_raises_the_reward("qwen2_vl", candle_core::DType::F32);
 }
 
 /// A whole curriculum on each tiny checkpoint through `curric run`'s executor: SFT, then
 /// GRPO with the vision tower frozen by its checkpoint name, then an eval, on the built-in
-/// suite's pictures. Each phase hands its weights to the next in the checkpoint's own layout,
+/// suite's pictures (Qwen3-VL in bf16). Each phase hands its weights to the next in the checkpoint's own layout,
 /// and a second run finds every phase fresh.
 #[test]
 fn a_curriculum_runs_end_to_end_on_every_family() {
@@ -96,12 +104,15 @@ fn a_curriculum_runs_end_to_end_on_every_family() {
 
     for family in ["qwen2_5_vl", "qwen3_vl", "qwen2_vl"] {
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen_vl");
+        // Qwen3-VL trains in bf16.
+        let dtype = if family == "qwen3_vl" { "bf16" } else { "f32" };
         let text = format!(
             r#"
 name   = "qwen_vl_{family}"
 seed   = 3
 model  = local("tiny_{family}")
 device = cpu
+dtype  = {dtype}
 
 source shapes {{ suite = perception  n = 8 }}
 
@@ -167,14 +178,24 @@ stage final {{
             rl.join("chat_template.jinja").is_file()
                 && rl.join("preprocessor_config.json").is_file()
         );
-        // The frozen tower left GRPO unchanged; the decoder did not.
+        // GRPO left the frozen tower unchanged.
         let warm = dir
             .path()
             .join(m.get("warmup").unwrap().checkpoint.as_ref().unwrap());
         let before =
             candle_core::safetensors::load(warm.join("model.safetensors"), &Device::Cpu).unwrap();
+        let want = if dtype == "bf16" {
+            candle_core::DType::BF16
+        } else {
+            candle_core::DType::F32
+        };
+        assert!(
+            tensors.values().all(|t| t.dtype() == want),
+            "{family}: {dtype}"
+        );
         let same = |k: &str| {
             let d = (&before[k] - &tensors[k]).unwrap().abs().unwrap();
+            let d = d.to_dtype(candle_core::DType::F32).unwrap();
             d.max_all().unwrap().to_scalar::<f32>().unwrap() == 0.0
         };
         assert!(
@@ -184,13 +205,24 @@ stage final {{
                 .all(|k| same(k)),
             "{family}"
         );
-        assert!(
-            !tensors
-                .keys()
-                .filter(|k| k.contains("layers.0.mlp"))
-                .all(|k| same(k)),
-            "{family}"
-        );
+        // SFT moved the decoder off the checkpoint it started from.
+        let start = candle_core::safetensors::load(
+            fixtures.join(format!("tiny_{family}/model.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let moved = before
+            .keys()
+            .filter(|k| k.contains("layers.0.mlp"))
+            .any(|k| {
+                let d = (start[k].to_dtype(candle_core::DType::F32).unwrap()
+                    - before[k].to_dtype(candle_core::DType::F32).unwrap())
+                .unwrap()
+                .abs()
+                .unwrap();
+                d.max_all().unwrap().to_scalar::<f32>().unwrap() > 0.0
+            });
+        assert!(moved, "{family}: sft left the decoder unchanged");
         let again = run_plan(&plan, &opts, &AtomicBool::new(false)).expect("runs");
         assert!(ran(again).is_empty(), "{family}: every phase fresh");
     }

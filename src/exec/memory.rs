@@ -133,6 +133,10 @@ fn cuda_memory(_ordinal: usize) -> Option<u64> {
 pub fn workload(p: &Phase, shape: &ModelShape) -> Option<Workload> {
     let images = u64::from(shape.vision.is_some());
     let prompt = PROMPT_TEXT_TOKENS + images * shape.image_tokens;
+    let bytes = match p.dtype {
+        crate::spec::Dtype::F32 => 4,
+        crate::spec::Dtype::Bf16 => 2,
+    };
     match &p.settings {
         Settings::Grpo(g) => Some(Workload {
             rollout_rows: g.group_size * g.prompts_per_step,
@@ -141,6 +145,7 @@ pub fn workload(p: &Phase, shape: &ModelShape) -> Option<Workload> {
             new_tokens: g.max_new_tokens,
             images_per_row: images,
             reference: g.beta > 0.0,
+            bytes,
         }),
         Settings::Sft(s) => Some(Workload {
             rollout_rows: 0,
@@ -149,6 +154,7 @@ pub fn workload(p: &Phase, shape: &ModelShape) -> Option<Workload> {
             new_tokens: s.max_tokens,
             images_per_row: images,
             reference: false,
+            bytes,
         }),
         _ => None,
     }
@@ -232,7 +238,8 @@ pub fn render(plan: &Plan) -> String {
     };
     let _ = writeln!(
         out,
-        "\nmemory at the peak of a step (f32; estimate for prompts of {PROMPT_TEXT_TOKENS} text tokens{image}):"
+        "\nmemory at the peak of a step ({}; estimate for prompts of {PROMPT_TEXT_TOKENS} text tokens{image}):",
+        plan.dtype
     );
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))

@@ -77,23 +77,17 @@ pub fn restore_policy(
     dir: &Path,
 ) -> Result<()> {
     let device = policy.device().clone();
-    let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &device)
-        .map_err(|e| err(phase, e))?;
-    for (name, var) in policy.named_vars() {
-        let t = tensors.get(&name).ok_or_else(|| {
-            err(
-                phase,
-                format!("checkpoint {} lacks tensor `{name}`", dir.display()),
-            )
-        })?;
-        var.set(t).map_err(|e| err(phase, e))?;
-    }
+    policy
+        .load_weights(dir)
+        .map_err(|e| err(phase, format!("checkpoint {}: {e}", dir.display())))?;
     if let Some(opt) = opt {
         let path = dir.join(OPTIMIZER_FILE);
         if path.exists() {
             let state: HashMap<String, Tensor> =
                 candle_core::safetensors::load(&path, &device).map_err(|e| err(phase, e))?;
             opt.load_state(&state).map_err(|e| err(phase, e))?;
+        } else {
+            opt.refresh_master().map_err(|e| err(phase, e))?;
         }
     }
     Ok(())

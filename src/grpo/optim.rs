@@ -91,6 +91,11 @@ pub struct OptimStats {
 pub struct AdamW {
     names: Vec<String>,
     vars: Vec<Var>,
+    /// f32 copies of the variables stored in a lower precision (bf16): the update is applied
+    /// to them and rounded into the variable, so steps smaller than the variable's precision
+    /// are not lost.
+    master: Vec<Option<Var>>,
+    /// The moments, in f32 whatever the variables' dtype.
     m: Vec<Var>,
     v: Vec<Var>,
     t: u64,
@@ -118,12 +123,21 @@ impl AdamW {
             return Err(GrpoError::OptimState(format!("variable `{n}` given twice")));
         }
         let (names, vars): (Vec<String>, Vec<Var>) = vars.into_iter().unzip();
-        let zeros = |v: &Var| Var::zeros(v.shape(), v.dtype(), v.device());
+        let zeros = |v: &Var| Var::zeros(v.shape(), DType::F32, v.device());
         let m = vars.iter().map(zeros).collect::<candle_core::Result<_>>()?;
         let v = vars.iter().map(zeros).collect::<candle_core::Result<_>>()?;
+        let master = vars
+            .iter()
+            .map(|v| {
+                (v.dtype() != DType::F32)
+                    .then(|| Var::from_tensor(&v.as_tensor().to_dtype(DType::F32)?))
+                    .transpose()
+            })
+            .collect::<candle_core::Result<_>>()?;
         Ok(AdamW {
             names,
             vars,
+            master,
             m,
             v,
             t: 0,
@@ -169,9 +183,14 @@ impl AdamW {
     /// The gradients of the optimised variables only (one per variable, in order), so that a
     /// backward pass's activation gradients can be dropped before the next micro-batch.
     pub fn grads_of(&self, grads: &GradStore) -> Vec<Option<Tensor>> {
+        // Accumulated in f32 whatever the variables' dtype.
         self.vars
             .iter()
-            .map(|v| grads.get(v.as_tensor()).cloned())
+            .map(|v| {
+                grads
+                    .get(v.as_tensor())
+                    .map(|g| g.to_dtype(DType::F32).unwrap_or_else(|_| g.clone()))
+            })
             .collect()
     }
 
@@ -225,14 +244,23 @@ impl AdamW {
         let scale_m = 1f64 / (1f64 - b1.powi(self.t as i32));
         let scale_v = 1f64 / (1f64 - b2.powi(self.t as i32));
         let lr_lambda = lr * self.cfg.weight_decay;
-        for (((theta, m), v), g) in self.vars.iter().zip(&self.m).zip(&self.v).zip(grads) {
+        for ((((var, master), m), v), g) in self
+            .vars
+            .iter()
+            .zip(&self.master)
+            .zip(&self.m)
+            .zip(&self.v)
+            .zip(grads)
+        {
             let Some(g) = g else {
                 continue;
             };
+            let g = g.to_dtype(DType::F32)?;
             let g = match coef {
                 Some(c) => (g * c)?,
-                None => g.clone(),
+                None => g,
             };
+            let theta = master.as_ref().unwrap_or(var);
             // Same operation order as candle-nn's AdamW, so the two agree to the bit.
             let next_m = ((m.as_tensor() * b1)? + (&g * (1.0 - b1))?)?;
             let next_v = ((v.as_tensor() * b2)? + (g.sqr()? * (1.0 - b2))?)?;
@@ -244,6 +272,9 @@ impl AdamW {
             m.set(&next_m)?;
             v.set(&next_v)?;
             theta.set(&next_theta)?;
+            if master.is_some() {
+                var.set(&next_theta.to_dtype(var.dtype())?)?;
+            }
         }
         Ok(OptimStats {
             lr,
@@ -252,13 +283,32 @@ impl AdamW {
         })
     }
 
-    /// The moments and step count as named tensors (`m.<name>`, `v.<name>`, `step`), for a
-    /// safetensors file next to the weights.
+    /// Resets the f32 master weights from the variables (after they were overwritten).
+    pub fn refresh_master(&mut self) -> Result<(), GrpoError> {
+        for (w, var) in self.master.iter().zip(&self.vars) {
+            if let Some(w) = w {
+                w.set(&var.as_tensor().to_dtype(DType::F32)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The moments, f32 master weights and step count as named tensors (`m.<name>`,
+    /// `v.<name>`, `master.<name>`, `step`), for a safetensors file next to the weights.
     pub fn state(&self) -> Result<HashMap<String, Tensor>, GrpoError> {
         let mut out = HashMap::new();
-        for ((name, m), v) in self.names.iter().zip(&self.m).zip(&self.v) {
+        for (((name, m), v), master) in self
+            .names
+            .iter()
+            .zip(&self.m)
+            .zip(&self.v)
+            .zip(&self.master)
+        {
             out.insert(format!("m.{name}"), m.as_tensor().copy()?);
             out.insert(format!("v.{name}"), v.as_tensor().copy()?);
+            if let Some(w) = master {
+                out.insert(format!("master.{name}"), w.as_tensor().copy()?);
+            }
         }
         out.insert("step".into(), Tensor::new(&[self.t as i64], &Device::Cpu)?);
         Ok(out)
@@ -293,7 +343,17 @@ impl AdamW {
                         theta.shape()
                     )));
                 }
-                staged.push((slot, t.to_dtype(theta.dtype())?.to_device(theta.device())?));
+                staged.push((slot, t.to_dtype(DType::F32)?.to_device(theta.device())?));
+            }
+            // A state saved without master weights (f32 variables then) starts them from the
+            // variable.
+            if let (Some(w), Some(t)) = (
+                &self.master[i],
+                state.get(&format!("master.{}", self.names[i])),
+            ) {
+                if t.shape() == theta.shape() {
+                    staged.push((w, t.to_dtype(DType::F32)?.to_device(theta.device())?));
+                }
             }
         }
         for (slot, t) in staged {
@@ -317,6 +377,55 @@ mod tests {
             .unwrap()
             .sum_all()
             .unwrap()
+    }
+
+    /// A bf16 variable trains through its f32 master copy: steps far below bf16's precision
+    /// add up, the variable is the master rounded, and the master survives a state round trip.
+    #[test]
+    fn bf16_variables_train_through_f32_master_weights() {
+        let init = Tensor::new(&[1f32, -1., 0.5], &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        let w = Var::from_tensor(&init).unwrap();
+        let cfg = AdamWConfig {
+            schedule: LrSchedule::constant(1e-4),
+            weight_decay: 0.0,
+            max_grad_norm: None,
+            ..Default::default()
+        };
+        let mut opt = AdamW::new_named(vec![("w".into(), w.clone())], cfg).unwrap();
+        let g = Tensor::new(&[1f32, 1., 1.], &Device::Cpu).unwrap();
+        for step in 0..50 {
+            opt.apply_grads(&[Some(g.clone())], step).unwrap();
+        }
+        let master = opt.state().unwrap()["master.w"].to_vec1::<f32>().unwrap();
+        // Adam's step is ~lr per step whatever the gradient's scale: 50 × 1e-4 = 5e-3, which
+        // a bf16 1.0 (spacing 2^-7 ≈ 7.8e-3) cannot take one 1e-4 at a time.
+        assert!((master[0] - (1.0 - 5e-3)).abs() < 1e-4, "{master:?}");
+        let rounded = Tensor::new(master.as_slice(), &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let var = w
+            .as_tensor()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(var, rounded);
+        let state = opt.state().unwrap();
+        let w2 = Var::from_tensor(&w.as_tensor().copy().unwrap()).unwrap();
+        let mut opt2 = AdamW::new_named(vec![("w".into(), w2)], cfg).unwrap();
+        opt2.load_state(&state).unwrap();
+        assert_eq!(
+            opt2.state().unwrap()["master.w"].to_vec1::<f32>().unwrap(),
+            master
+        );
     }
 
     #[test]

@@ -42,11 +42,13 @@ pub struct VisionShape {
 /// recipes resize to (EasyR1's `max_pixels` 448² keeps this under its budget).
 pub const TYPICAL_IMAGE: (usize, usize) = (448, 448);
 
-/// Bytes of a phase at its peak, f32 throughout.
+/// Bytes of a phase at its peak.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Footprint {
     pub weights: u64,
+    /// Accumulated in f32.
     pub grads: u64,
+    /// AdamW's two f32 moments, and its f32 master weights when the weights are bf16.
     pub moments: u64,
     pub reference: u64,
     pub kv_cache: u64,
@@ -76,6 +78,8 @@ pub struct Workload {
     pub images_per_row: u64,
     /// Whether a frozen reference copy is kept (β > 0).
     pub reference: bool,
+    /// Bytes per weight and activation: 4 for f32, 2 for bf16.
+    pub bytes: u64,
 }
 
 const F32: u64 = 4;
@@ -252,19 +256,21 @@ impl ModelShape {
         let (heads, kv) = (d.num_attention_heads as u64, d.num_key_value_heads as u64);
         let layers = d.num_hidden_layers as u64;
         let seq = w.prompt_tokens + w.new_tokens;
-        let kv_cache = 2 * layers * kv * hd * w.rollout_rows * seq * F32;
+        let b = w.bytes;
+        let kv_cache = 2 * layers * kv * hd * w.rollout_rows * seq * b;
         let per_token_layer = 10 * h + 4 * f + 2 * (heads + 2 * kv) * hd + 2 * heads * seq;
         let head = 3 * v * w.new_tokens;
         let vision = self.vision.map_or(0, |vs| {
             let per_patch = 10 * vs.hidden + 4 * vs.intermediate + 2 * vs.heads * vs.patches;
             w.images_per_row * vs.patches * vs.depth * per_patch
         });
-        let activations = w.micro_batch * (seq * layers * per_token_layer + head + vision) * F32;
+        let activations = w.micro_batch * (seq * layers * per_token_layer + head + vision) * b;
+        let master = if b < F32 { trainable * F32 } else { 0 };
         Footprint {
-            weights: total * F32,
+            weights: total * b,
             grads: trainable * F32,
-            moments: 2 * trainable * F32,
-            reference: if w.reference { total * F32 } else { 0 },
+            moments: 2 * trainable * F32 + master,
+            reference: if w.reference { total * b } else { 0 },
             kv_cache,
             activations,
         }

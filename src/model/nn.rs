@@ -1,11 +1,35 @@
 //! Building blocks written only from differentiable candle primitives. candle-nn's fused
 //! `softmax_last_dim`, `rms_norm`, `layer_norm` and `rope` have no backward pass, so none of
 //! them appears here.
+//!
+//! Every block computes in the dtype of its input (f32, or bf16 for `dtype = bf16`); norms,
+//! softmax and rotary embeddings go through f32 and back, as Hugging Face's models do.
 
-use candle_core::{Device, Module, Result, Tensor, D};
+use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 pub use super::ops::RopeTables;
+
+/// `a · b`. candle's CPU matmul has no bf16 kernel: there the product is taken in f32 and
+/// rounded back, so bf16 runs on a CPU as on a GPU up to the matmul's accumulation.
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.dtype() == DType::BF16 && a.device().is_cpu() {
+        a.to_dtype(DType::F32)?
+            .matmul(&b.to_dtype(DType::F32)?)?
+            .to_dtype(DType::BF16)
+    } else {
+        a.matmul(b)
+    }
+}
+
+/// `f` applied in f32 to `x` of any dtype, the result in `x`'s dtype.
+pub fn in_f32(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    if x.dtype() == DType::F32 {
+        f(x)
+    } else {
+        f(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())
+    }
+}
 
 /// A dense layer that flattens leading dimensions into one matmul, which is faster (forward and
 /// backward) than candle-nn's broadcast batched matmul over a per-batch copy of the weight.
@@ -36,7 +60,7 @@ impl Module for Linear {
         let dims = x.dims().to_vec();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim;
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let y = matmul(&x.reshape((rows, in_dim))?, &self.weight.t()?)?;
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -66,7 +90,11 @@ impl RmsNorm {
 
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        super::ops::rms_norm(x, &self.weight, self.eps)
+        if x.dtype() == DType::F32 {
+            return super::ops::rms_norm(x, &self.weight, self.eps);
+        }
+        let w = self.weight.to_dtype(DType::F32)?;
+        in_f32(x, |x| super::ops::rms_norm(x, &w, self.eps))
     }
 }
 
@@ -90,13 +118,15 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let inv = (var + self.eps)?.sqrt()?.recip()?;
-        xc.broadcast_mul(&inv)?
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+        in_f32(x, |x| {
+            let mean = x.mean_keepdim(D::Minus1)?;
+            let xc = x.broadcast_sub(&mean)?;
+            let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+            let inv = (var + self.eps)?.sqrt()?.recip()?;
+            xc.broadcast_mul(&inv)?
+                .broadcast_mul(&self.weight.to_dtype(DType::F32)?)?
+                .broadcast_add(&self.bias.to_dtype(DType::F32)?)
+        })
     }
 }
 
@@ -150,15 +180,14 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> R
     let scale = 1.0 / (hd as f64).sqrt();
     // Query heads of a group are adjacent, so [B, H, T, hd] → [B, KV, rep·T, hd] is a view.
     let qg = q.reshape((b, kv, rep * t, hd))?;
-    let scores = (qg.matmul(&k.t()?)? * scale)?.reshape((b, h, t, s))?;
+    // Scores, mask and softmax in f32 whatever the compute dtype.
+    let scores = (matmul(&qg, &k.t()?)?.to_dtype(DType::F32)? * scale)?.reshape((b, h, t, s))?;
     let scores = match mask {
-        Some(m) => scores.broadcast_add(m)?,
+        Some(m) => scores.broadcast_add(&m.to_dtype(DType::F32)?)?,
         None => scores,
     };
-    let p = super::ops::softmax_last_dim(&scores)?;
-    p.reshape((b, kv, rep * t, s))?
-        .matmul(v)?
-        .reshape((b, h, t, hd))
+    let p = super::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+    matmul(&p.reshape((b, kv, rep * t, s))?, v)?.reshape((b, h, t, hd))
 }
 
 /// Large finite negative used for masking, so a row with every key masked (a left pad attending

@@ -243,8 +243,11 @@ impl RopeTables {
         Ok(Self { cos, sin, host })
     }
 
-    /// Rotates `x` `[B, H, T, hd]`.
+    /// Rotates `x` `[B, H, T, hd]` (in f32, the result in `x`'s dtype).
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        if x.dtype() != DType::F32 {
+            return self.apply(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype());
+        }
         match &self.host {
             Some((c, s)) if fused(x) => x.contiguous()?.apply_op1(Rope {
                 cos: c.clone(),

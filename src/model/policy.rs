@@ -115,6 +115,8 @@ pub struct Policy {
     varmap: VarMap,
     tokenizer: Tokenizer,
     device: Device,
+    /// The variables' dtype, and the one the model computes in (f32 or bf16).
+    dtype: DType,
     frozen: Vec<String>,
     /// A reference copy: no variable is trainable and log-probs come back detached.
     reference: bool,
@@ -165,7 +167,7 @@ impl Policy {
         seed: u64,
         device: &Device,
     ) -> Result<Self, ModelError> {
-        let p = Self::build(Spec::Tiny(Box::new(cfg)), tokenizer, device)?;
+        let p = Self::build(Spec::Tiny(Box::new(cfg)), tokenizer, device, DType::F32)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         p.initialise(|shape| {
             let v: Vec<f32> = (0..shape.elem_count())
@@ -197,7 +199,7 @@ impl Policy {
             })?;
             (Spec::Tiny(Box::new(cfg)), checkpoint::read_tokenizer(dir)?)
         };
-        let p = Self::build(spec, tokenizer, device)?;
+        let p = Self::build(spec, tokenizer, device, DType::F32)?;
         p.initialise(|shape| Tensor::randn(0f32, 0.02, shape, device))?;
         Ok(p)
     }
@@ -213,11 +215,11 @@ impl Policy {
                 .iter()
                 .any(|s| name.ends_with(s));
             let t = if name.ends_with("bias") {
-                Tensor::zeros(shape, DType::F32, &self.device)?
+                Tensor::zeros(shape, self.dtype, &self.device)?
             } else if is_norm {
-                Tensor::ones(shape, DType::F32, &self.device)?
+                Tensor::ones(shape, self.dtype, &self.device)?
             } else {
-                draw(shape)?
+                draw(shape)?.to_dtype(self.dtype)?
             };
             var.set(&t)?;
         }
@@ -225,9 +227,14 @@ impl Policy {
     }
 
     /// Builds the variables for `spec` (values unspecified) and the model over them.
-    fn build(spec: Spec, tokenizer: Tokenizer, device: &Device) -> Result<Self, ModelError> {
+    fn build(
+        spec: Spec,
+        tokenizer: Tokenizer,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, ModelError> {
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let vb = VarBuilder::from_varmap(&varmap, dtype, device);
         let (cfg, net, stops, image_token) = match &spec {
             Spec::Tiny(cfg) => {
                 let eos = cfg
@@ -261,6 +268,7 @@ impl Policy {
             varmap,
             tokenizer,
             device: device.clone(),
+            dtype,
             frozen: Vec::new(),
             reference: false,
             eos,
@@ -278,7 +286,13 @@ impl Policy {
         tensors: HashMap<String, Tensor>,
         device: &Device,
     ) -> Result<Self, ModelError> {
-        Self::from_spec(Spec::Tiny(Box::new(cfg)), tokenizer, tensors, device)
+        Self::from_spec(
+            Spec::Tiny(Box::new(cfg)),
+            tokenizer,
+            tensors,
+            device,
+            DType::F32,
+        )
     }
 
     /// `tensors` are named as the model names its variables.
@@ -287,8 +301,9 @@ impl Policy {
         tokenizer: Tokenizer,
         mut tensors: HashMap<String, Tensor>,
         device: &Device,
+        dtype: DType,
     ) -> Result<Self, ModelError> {
-        let p = Self::build(spec, tokenizer, device)?;
+        let p = Self::build(spec, tokenizer, device, dtype)?;
         // Errors name tensors as the checkpoint's files do.
         let file_name = |name: &str| match &p.spec {
             Spec::QwenVl(q) => q.layout.from_model(name),
@@ -309,7 +324,7 @@ impl Policy {
                     found: t.dims().to_vec(),
                 });
             }
-            var.set(&t.to_dtype(DType::F32)?.to_device(device)?)?;
+            var.set(&t.to_dtype(dtype)?.to_device(device)?)?;
         }
         let tied = p.cfg.decoder.tie_word_embeddings;
         let mut extras: Vec<&String> = tensors
@@ -351,7 +366,13 @@ impl Policy {
             .map(|(k, t)| (layout.to_model(&k), t))
             .collect();
         let (spec, tokenizer) = Self::qwen_spec(dir, v, layout)?;
-        Self::from_spec(Spec::QwenVl(Box::new(spec)), tokenizer, tensors, device)
+        Self::from_spec(
+            Spec::QwenVl(Box::new(spec)),
+            tokenizer,
+            tensors,
+            device,
+            DType::F32,
+        )
     }
 
     /// Everything of a Qwen-VL checkpoint directory but its weights.
@@ -465,6 +486,35 @@ impl Policy {
         Ok(())
     }
 
+    /// Overwrites every variable in place with the weights `save` wrote into `dir` (so an
+    /// optimiser built over them stays attached); fails naming a missing or mis-shaped tensor.
+    pub fn load_weights(&self, dir: &Path) -> Result<(), ModelError> {
+        let path = dir.join("model.safetensors");
+        let tensors = candle_core::safetensors::load(&path, &Device::Cpu)
+            .map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))?;
+        for (name, var) in self.named_vars() {
+            let file_name = match &self.spec {
+                Spec::QwenVl(q) => q.layout.from_model(&name),
+                Spec::Tiny(_) => name,
+            };
+            let t = tensors
+                .get(&file_name)
+                .ok_or_else(|| ModelError::MissingTensor {
+                    name: file_name.clone(),
+                    expected: var.dims().to_vec(),
+                })?;
+            if t.dims() != var.dims() {
+                return Err(ModelError::ShapeMismatch {
+                    name: file_name,
+                    expected: var.dims().to_vec(),
+                    found: t.dims().to_vec(),
+                });
+            }
+            var.set(&t.to_dtype(self.dtype)?.to_device(&self.device)?)?;
+        }
+        Ok(())
+    }
+
     /// A detached copy for the GRPO reference: own tensors, nothing trainable, log-probs
     /// returned without a graph.
     pub fn frozen_copy(&self) -> Result<Self, ModelError> {
@@ -478,9 +528,43 @@ impl Policy {
             self.tokenizer.clone(),
             tensors,
             &self.device,
+            self.dtype,
         )?;
         p.reference = true;
         Ok(p)
+    }
+
+    /// The same policy with its variables in `dtype` (f32, or bf16: half the memory for
+    /// weights and activations, computed in bf16 with norms, softmax and rotary embeddings in
+    /// f32; an optimiser keeps f32 master weights). Frozen prefixes are kept.
+    pub fn with_dtype(self, dtype: DType) -> Result<Self, ModelError> {
+        if dtype == self.dtype {
+            return Ok(self);
+        }
+        if !matches!(dtype, DType::F32 | DType::BF16) {
+            return Err(ModelError::Invalid(format!(
+                "dtype {dtype:?}: curric trains in f32 or bf16"
+            )));
+        }
+        let tensors = self
+            .named_vars()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().clone()))
+            .collect();
+        let mut p = Self::from_spec(
+            self.spec.clone(),
+            self.tokenizer.clone(),
+            tensors,
+            &self.device,
+            dtype,
+        )?;
+        p.frozen = self.frozen.clone();
+        p.reference = self.reference;
+        Ok(p)
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// Excludes variables whose name is a prefix or lies under one (`visual` freezes
@@ -784,7 +868,7 @@ impl Policy {
                 let (Some(visual), Some(projector)) = (&vlm.visual, &vlm.projector) else {
                     return Err(ModelError::NoVision { index: 0 });
                 };
-                let pixels = visual.pixels(&prompts.images, dev)?;
+                let pixels = visual.pixels(&prompts.images, dev)?.to_dtype(self.dtype)?;
                 let n = prompts.images.len() * self.max_image_tokens();
                 let f = cut(visual.forward(&pixels)?);
                 let f = candle_core::Module::forward(projector, &f)?;
@@ -798,7 +882,8 @@ impl Policy {
                     .iter()
                     .flat_map(|p| p.values.iter().copied())
                     .collect();
-                let pixels = Tensor::from_vec(values, (rows, row_len), dev)?;
+                let pixels =
+                    Tensor::from_vec(values, (rows, row_len), dev)?.to_dtype(self.dtype)?;
                 let grids: Vec<[usize; 3]> = prompts.patches.iter().map(|p| p.grid_thw).collect();
                 let f = model.encode_images(&pixels, &grids)?;
                 Ok((cut(f.embeds), f.deepstack.into_iter().map(cut).collect()))
@@ -883,7 +968,7 @@ impl Policy {
             let all = Tensor::cat(&[&tok_emb, &vis], 0)?;
             let emb = all.index_select(&Tensor::from_vec(gather, b * w, dev)?, 0)?;
             let deep_idx = Tensor::from_vec(deep_gather, b * w, dev)?;
-            let zero = Tensor::zeros((1, d), DType::F32, dev)?;
+            let zero = Tensor::zeros((1, d), self.dtype, dev)?;
             let addends = deepstack
                 .iter()
                 .map(|f| {
@@ -1068,7 +1153,7 @@ impl Policy {
                 mask: mask_t,
             });
         }
-        let lsm = log_softmax(&logits)?;
+        let lsm = log_softmax(&logits.to_dtype(DType::F32)?)?;
         let mut targets = vec![0u32; b * c];
         for (r, s) in completions.iter().enumerate() {
             targets[r * c..r * c + s.len()].copy_from_slice(s);
@@ -1142,7 +1227,10 @@ impl Policy {
         // batch when it ends. Without it, every row stays and finished ones decode padding.
         let mut alive: Vec<usize> = (0..b).collect();
         for step in 0..params.max_new_tokens {
-            let rows: Vec<Vec<f32>> = last.to_device(&Device::Cpu)?.to_vec2()?;
+            let rows: Vec<Vec<f32>> = last
+                .to_device(&Device::Cpu)?
+                .to_dtype(DType::F32)?
+                .to_vec2()?;
             let mut step_ids = Vec::with_capacity(alive.len());
             let mut keep = Vec::with_capacity(alive.len());
             for (i, &r) in alive.iter().enumerate() {
@@ -1191,7 +1279,7 @@ impl Policy {
                 let gen_ids = Tensor::from_vec(flat, (b, step + 1), dev)?;
                 let x = Tensor::cat(&[&prompt_emb, &dec.embed(&gen_ids)?], 1)?;
                 let d = self.cfg.decoder.hidden_size;
-                let tail = Tensor::zeros((b, step + 1, d), DType::F32, dev)?;
+                let tail = Tensor::zeros((b, step + 1, d), self.dtype, dev)?;
                 let adds = addends
                     .iter()
                     .map(|a| Tensor::cat(&[a, &tail], 1))

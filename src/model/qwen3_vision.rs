@@ -185,7 +185,7 @@ impl VisionTower {
             n * 4,
             dev,
         )?;
-        let wts = Tensor::from_vec(wts, (n, 4, 1), dev)?;
+        let wts = Tensor::from_vec(wts, (n, 4, 1), dev)?.to_dtype(pos_embed.dtype())?;
         pos_embed
             .index_select(&idx, 0)?
             .reshape((n, 4, self.cfg.hidden_size))?

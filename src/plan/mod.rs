@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Level;
 use crate::spec::{
-    stage_graph, stage_order, Curriculum, Filters, Handoff, Levels, Mix, ModelSpec, Order,
+    stage_graph, stage_order, Curriculum, Dtype, Filters, Handoff, Levels, Mix, ModelSpec, Order,
     PhaseKind, RewardTerm, Settings, Source, SourceKind, Stop,
 };
 
@@ -66,6 +66,8 @@ pub struct Plan {
     pub seed: u64,
     pub model: ModelSpec,
     pub device: String,
+    #[serde(default, skip_serializing_if = "Dtype::is_f32")]
+    pub dtype: Dtype,
     /// In topological order, ties broken by declaration order.
     pub phases: Vec<Phase>,
     /// Sorted by (parent position, child position).
@@ -110,6 +112,8 @@ pub struct Phase {
     pub capability: String,
     pub model: ModelSpec,
     pub device: String,
+    #[serde(default, skip_serializing_if = "Dtype::is_f32")]
+    pub dtype: Dtype,
     pub seed: u64,
     pub parents: Vec<PhaseId>,
     pub sources: Vec<PhaseSource>,
@@ -374,6 +378,7 @@ pub fn plan(c: &Curriculum) -> Result<Plan, PlanError> {
             capability: s.capability.clone(),
             model: c.model.clone(),
             device: c.device.clone(),
+            dtype: c.dtype,
             seed: c.seed,
             parents: s.after.iter().map(|d| d.stage.clone()).collect(),
             sources: phase_sources,
@@ -431,6 +436,7 @@ pub fn plan(c: &Curriculum) -> Result<Plan, PlanError> {
         seed: c.seed,
         model: c.model.clone(),
         device: c.device.clone(),
+        dtype: c.dtype,
         phases,
         edges,
     })

@@ -191,6 +191,7 @@ pub const LOSS_AGGS: &[&str] = &[
 pub const ADVANTAGES: &[&str] = &["group", "batch", "none"];
 pub const MIX_SCHEDULES: &[&str] = &["constant", "linear", "cosine"];
 pub const CARRY: &[&str] = &["keep", "reset"];
+pub const DTYPES: &[&str] = &["f32", "bf16"];
 
 #[rustfmt::skip]
 /// The table. Rows with the same name and scope differ in the kinds they apply to (e.g. `lr`
@@ -201,6 +202,7 @@ pub const KEYS: &[Key] = &[
     key("seed", Scope::Header, &[], Value::Int { min: 0 }, Default::Int(0), "every random draw derives from it; `curric run --seed` overrides it"),
     key("model", Scope::Header, &[], Value::Other("`tiny_vlm(nano \\| micro \\| small \\| base)`, `local(\"DIR\")`, `hf(\"ORG/REPO\")`"), Default::Word("tiny_vlm(nano)"), "the policy every root stage starts from"),
     key("device", Scope::Header, &[], Value::Other("`cpu`, `\"cuda:N\"` or `cuda(N)`"), Default::Word("cpu"), "where phases run; `curric run --device` overrides it"),
+    key("dtype", Scope::Header, &[], Value::Choice(DTYPES), Default::Word("f32"), "the policy's weights and activations; `bf16` halves them, with norms, softmax and rotary embeddings in f32 and f32 master weights in AdamW"),
     // Sources.
     key("suite", Scope::Source, &[], Value::Choice(&["perception", "text_reasoning", "visual_reasoning"]), Default::Unset, "the built-in procedural suite of this capability (or `jsonl`)"),
     key("jsonl", Scope::Source, &[], Value::Other("path, relative to the `.curr` file"), Default::Unset, "an EasyR1-style JSONL file (or `suite`)"),

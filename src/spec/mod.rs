@@ -77,6 +77,34 @@ pub enum ModelSpec {
 
 pub const PRESETS: &[&str] = &["nano", "micro", "small", "base"];
 
+/// What the policy's weights and activations are held and computed in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Dtype {
+    pub fn is_f32(&self) -> bool {
+        *self == Dtype::F32
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::Bf16 => "bf16",
+        }
+    }
+}
+
+impl fmt::Display for Dtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl fmt::Display for ModelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -821,6 +849,7 @@ pub struct Curriculum {
     pub seed: u64,
     pub model: ModelSpec,
     pub device: String,
+    pub dtype: Dtype,
     pub levels: Levels,
     pub sources: Vec<Source>,
     pub rewards: Vec<RewardSet>,

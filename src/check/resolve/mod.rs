@@ -302,6 +302,7 @@ pub fn resolve(
         preset: "nano".into(),
     };
     let mut device = "cpu".to_string();
+    let mut dtype = crate::spec::Dtype::F32;
     for a in &header {
         match a.key.name.as_str() {
             "name" => {
@@ -324,6 +325,11 @@ pub fn resolve(
                     device = d;
                 }
             }
+            "dtype" => match ctx.choice(&a.value, "dtype", keys::DTYPES) {
+                Some(0) => dtype = crate::spec::Dtype::F32,
+                Some(_) => dtype = crate::spec::Dtype::Bf16,
+                None => {}
+            },
             _ => {}
         }
     }
@@ -542,6 +548,7 @@ pub fn resolve(
         seed,
         model,
         device,
+        dtype,
         levels: levels_spec,
         sources,
         rewards: reward_sets,

@@ -497,8 +497,8 @@ fn write_phase(
             "kind = sft",
             "run.sh: `curric run --only` on the head node, then `curric export model` to hf/",
             "EasyR1 has no supervised trainer; curric trains the phase itself and the next \
-             phase starts from hf/ (curric must load the start weights: its own models and \
-             Hugging Face Qwen2 text checkpoints today)",
+             phase starts from hf/ (curric loads the start weights: its own models, Hugging \
+             Face Qwen2 text checkpoints and Qwen2-VL / 2.5-VL / 3-VL)",
         );
         return Ok(Written {
             decisions: cfg.decisions,
@@ -626,6 +626,7 @@ fn write_phase(
         }
         Settings::Sft(_) => unreachable!("written above"),
     };
+    dtype_decision(&mut cfg, p.dtype);
     cfg.decide(
         format!(
             "reward {}",
@@ -720,6 +721,22 @@ fn grpo_decisions(cfg: &mut Config, g: &crate::spec::GrpoSettings) {
         "(none)",
         "worker.actor.clip_ratio_dual = 3.0",
         "EasyR1's dual-clip PPO bound on negative advantages; curric has no such bound",
+    );
+}
+
+/// The actor's compute dtype. EasyR1 keeps f32 parameters under FSDP and computes in
+/// `mp_param_dtype`, which is curric's `dtype` (bf16: f32 master weights, bf16 compute).
+fn dtype_decision(cfg: &mut Config, dtype: crate::spec::Dtype) {
+    let mp = match dtype {
+        crate::spec::Dtype::F32 => "fp32",
+        crate::spec::Dtype::Bf16 => "bf16",
+    };
+    cfg.set("worker.actor.fsdp.mp_param_dtype", mp);
+    cfg.set("worker.ref.fsdp.mp_param_dtype", mp);
+    cfg.decide(
+        format!("dtype = {dtype}"),
+        format!("worker.actor.fsdp.mp_param_dtype = {mp}; worker.ref.fsdp.mp_param_dtype = {mp}"),
+        "vLLM's rollout stays at EasyR1's bf16 (worker.rollout.dtype)",
     );
 }
 

@@ -23,7 +23,14 @@ impl Ctx<'_> {
     }
 
     /// The phase's start weights: its first parent's final checkpoint, or the plan's model.
+    /// Held and computed in the plan's `dtype`.
     pub(super) fn start_policy(&self, p: &Phase) -> Result<(Policy, String)> {
+        let (policy, start) = self.start_weights(p)?;
+        let policy = policy.with_dtype(dtype(p)).map_err(|e| perr(&p.id, e))?;
+        Ok((policy, start))
+    }
+
+    fn start_weights(&self, p: &Phase) -> Result<(Policy, String)> {
         if let Some(parent) = p.parents.first() {
             let dir = self.final_ckpt(parent)?;
             let policy = Policy::load(&dir, &self.device).map_err(|e| perr(&p.id, e))?;
@@ -52,7 +59,9 @@ impl Ctx<'_> {
         let policy = if at == "initial" {
             self.start_policy_initial(p)?
         } else {
-            Policy::load(&self.rd.root().join(at), &self.device).map_err(|e| perr(&p.id, e))?
+            Policy::load(&self.rd.root().join(at), &self.device)
+                .and_then(|q| q.with_dtype(dtype(p)))
+                .map_err(|e| perr(&p.id, e))?
         };
         policy.frozen_copy().map_err(|e| perr(&p.id, e))
     }
@@ -200,5 +209,13 @@ impl Ctx<'_> {
             }
         }
         Ok(start.to_string())
+    }
+}
+
+/// The candle dtype of a phase's `dtype`.
+fn dtype(p: &Phase) -> candle_core::DType {
+    match p.dtype {
+        crate::spec::Dtype::F32 => candle_core::DType::F32,
+        crate::spec::Dtype::Bf16 => candle_core::DType::BF16,
     }
 }
