@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// The device's peak TFLOP/s at the dtype it computes in, to report the update's MFU.
     #[arg(long)]
     pub peak_tflops: Option<f64>,
+    /// `f32` or `bf16`: what the policy is held and computed in (as the `.curr` key `dtype`).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
+    pub dtype: String,
 }
 
 /// Runs `curric bench`, printing each preset's row as soon as it is measured.
@@ -56,6 +59,11 @@ pub fn run_cli(args: BenchArgs) -> std::process::ExitCode {
             prompts: args.prompts as usize,
             group: args.group as usize,
             micro_batch: args.micro_batch.map(|m| m as usize),
+            dtype: if args.dtype == "bf16" {
+                DType::BF16
+            } else {
+                DType::F32
+            },
         };
         if let Err(code) = crate::out::stdout(&header(&opts)) {
             return Ok(Some(code));
@@ -116,6 +124,7 @@ pub struct BenchOptions {
     pub group: usize,
     /// Rows per update forward/backward; none: the whole batch.
     pub micro_batch: Option<usize>,
+    pub dtype: DType,
 }
 
 impl BenchOptions {
@@ -129,6 +138,7 @@ impl BenchOptions {
             prompts: PROMPTS,
             group: GROUP,
             micro_batch: None,
+            dtype: DType::F32,
         }
     }
 }
@@ -397,7 +407,7 @@ fn time_matmuls(shapes: &[[usize; 4]], dev: &Device, reps: usize) -> Result<f64,
 }
 
 fn bench_preset(name: &str, opts: &BenchOptions) -> Result<BenchRow, ModelError> {
-    let p = Policy::tiny(name, 0, &opts.device)?;
+    let p = Policy::tiny(name, 0, &opts.device)?.with_dtype(opts.dtype)?;
     bench_policy(name, &p, opts, || None)
 }
 

@@ -6,15 +6,15 @@
 # tokens/s, the update's time, GFLOP/s and MFU against the GPU's peak, and the device memory in
 # use.
 #
-#   benches/gpu/qwen25_vl_3b.sh                 # H100 / H200: f32 peak 67 TFLOP/s
-#   PEAK_TFLOPS=19.5 benches/gpu/qwen25_vl_3b.sh   # an A100
+#   benches/gpu/qwen25_vl_3b.sh                     # bf16 on an H100 / H200 (989 TFLOP/s)
+#   DTYPE=f32 PEAK_TFLOPS=67 benches/gpu/qwen25_vl_3b.sh
 #
-# Knobs (environment): DEVICE (cuda:0), FEATURES (cuda; empty for a CPU smoke run), PROMPTS (4),
-# GROUP (8), MICRO_BATCH (4), NEW_TOKENS (128), PEAK_TFLOPS (67), and LAYERS / HIDDEN /
-# INTERMEDIATE / HEADS / KV_HEADS / VISION_DEPTH to shrink the shape for a smoke run.
-# curric trains in f32: weights, gradients and AdamW moments of 3.75B parameters are ~56 GiB
-# before activations (`curric plan` estimates the rest), so this fits an 80 GB GPU only with
-# small batches.
+# Knobs (environment): DEVICE (cuda:0), FEATURES (cuda; empty for a CPU smoke run), DTYPE
+# (bf16), PROMPTS (4), GROUP (8), MICRO_BATCH (4), NEW_TOKENS (128), PEAK_TFLOPS (989 for bf16,
+# 67 for f32), and LAYERS / HIDDEN / INTERMEDIATE / HEADS / KV_HEADS / VISION_DEPTH to shrink
+# the shape for a smoke run. Gradients, AdamW's moments and master weights of 3.75B
+# parameters take ~56 GiB before activations (`curric plan` estimates the rest), so this fits
+# an 80 GB GPU only with small batches.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -53,7 +53,9 @@ json.dump(c, open(sys.argv[2], "w"), indent=1)
 PY
 
 features=${FEATURES-cuda}
+dtype=${DTYPE:-bf16}
+if [ "$dtype" = bf16 ]; then peak=${PEAK_TFLOPS:-989}; else peak=${PEAK_TFLOPS:-67}; fi
 cargo build --release ${features:+--features "$features"}
-./target/release/curric bench --model "$out" --device "${DEVICE:-cuda:0}" \
+./target/release/curric bench --model "$out" --device "${DEVICE:-cuda:0}" --dtype "$dtype" \
   --prompts "${PROMPTS:-4}" --group "${GROUP:-8}" --micro-batch "${MICRO_BATCH:-4}" \
-  --new-tokens "${NEW_TOKENS:-128}" --peak-tflops "${PEAK_TFLOPS:-67}"
+  --new-tokens "${NEW_TOKENS:-128}" --peak-tflops "$peak"
