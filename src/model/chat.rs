@@ -124,3 +124,44 @@ fn template_field(v: &Value) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Jinja that Qwen's newer templates lean on: whitespace control, namespaces, Python
+    /// string methods, reversed slices, `tojson`, and `raise_exception` as an error.
+    #[test]
+    fn renders_what_qwen_templates_use() {
+        let t = ChatTemplate::new(
+            "{%- set ns = namespace(last=-1) %}\n\
+             {%- for m in messages[::-1] %}{% if m.role == 'user' and ns.last == -1 %}\
+             {% set ns.last = messages|length - 1 - loop.index0 %}{% endif %}{% endfor %}\n\
+             {%- for m in messages %}\n\
+               {%- if m.content is string %}{% set c = m.content %}\
+               {%- else %}{% set c = m.content|map(attribute='type')|join(',') %}{% endif %}\n\
+               <|im_start|>{{ m.role }}\n{{ c.split('</think>')[-1].lstrip('\\n').strip() }}\
+               {%- if loop.index0 == ns.last %} (last user){% endif %}<|im_end|>\n\
+             {%- endfor %}\n\
+             {%- if add_generation_prompt %}<|im_start|>assistant {{ {'a': 1}|tojson }}\n{% endif %}",
+        )
+        .unwrap();
+        let messages = json!([
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]},
+            {"role": "assistant", "content": "<think>\nhmm</think>\n  3  "},
+            {"role": "user", "content": "and 4?"},
+        ]);
+        assert_eq!(
+            t.render(&messages, true).unwrap(),
+            "<|im_start|>user\nimage,text<|im_end|>\
+             <|im_start|>assistant\n3<|im_end|>\
+             <|im_start|>user\nand 4? (last user)<|im_end|>\
+             <|im_start|>assistant {\"a\":1}\n"
+        );
+        let failing =
+            ChatTemplate::new("{{ raise_exception('System role not supported') }}").unwrap();
+        let err = failing.render(&messages, true).unwrap_err().to_string();
+        assert!(err.contains("System role not supported"), "{err}");
+        assert!(ChatTemplate::new("{% for %}").is_err());
+    }
+}
