@@ -227,3 +227,78 @@ stage final {{
         assert!(ran(again).is_empty(), "{family}: every phase fresh");
     }
 }
+
+/// Real checkpoints come in shards: a curriculum starts from a sharded local Qwen-VL
+/// directory, its fingerprint covers every shard, and replacing one makes the phase dirty.
+#[test]
+fn a_sharded_local_checkpoint_is_fingerprinted_by_its_shards() {
+    use curric::exec::runner::{run_plan, status, RunOptions};
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicBool;
+
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen_vl/tiny_qwen2_5_vl");
+    let project = tempfile::tempdir().unwrap();
+    let ckpt = project.path().join("sharded");
+    std::fs::create_dir(&ckpt).unwrap();
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e != "safetensors") {
+            std::fs::copy(&path, ckpt.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let tensors =
+        candle_core::safetensors::load(fixture.join("model.safetensors"), &Device::Cpu).unwrap();
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let mut map = serde_json::Map::new();
+    let half = names.len() / 2;
+    for (k, part) in [&names[..half], &names[half..]].iter().enumerate() {
+        let file = format!("model-{:05}-of-00002.safetensors", k + 1);
+        let t: HashMap<String, candle_core::Tensor> = part
+            .iter()
+            .map(|n| ((*n).clone(), tensors[*n].clone()))
+            .collect();
+        candle_core::safetensors::save(&t, ckpt.join(&file)).unwrap();
+        for n in part.iter() {
+            map.insert((*n).clone(), file.clone().into());
+        }
+    }
+    std::fs::write(
+        ckpt.join("model.safetensors.index.json"),
+        serde_json::json!({"metadata": {}, "weight_map": map}).to_string(),
+    )
+    .unwrap();
+
+    let text = r#"
+name   = "sharded"
+model  = local("sharded")
+source shapes { suite = perception  n = 4 }
+stage look { kind = eval  capabilities = [perception]  levels = [easy]  n = 2  max_new_tokens = 4 }
+"#;
+    let checked = curric::check::check_str(text, "sharded.curr", Some(project.path()));
+    let plan = curric::plan::plan(&checked.curriculum.expect("checks")).expect("plans");
+    let runs = tempfile::tempdir().unwrap();
+    let opts = RunOptions {
+        run_dir: runs.path().to_path_buf(),
+        device: None,
+        quiet: true,
+        checkpoint_every: 2,
+        keep: 2,
+        crash_after: None,
+        crash_phase: None,
+        pass_rates: None,
+    };
+    run_plan(&plan, &opts, &AtomicBool::new(false)).expect("runs");
+    assert_eq!(status(&plan, runs.path()).unwrap()["look"], "fresh");
+    // Another second shard: the phase must run again.
+    let mut t =
+        candle_core::safetensors::load(ckpt.join("model-00002-of-00002.safetensors"), &Device::Cpu)
+            .unwrap();
+    let k = t.keys().next().unwrap().clone();
+    let v = (t[&k].clone() * 2.0).unwrap();
+    t.insert(k, v);
+    candle_core::safetensors::save(&t, ckpt.join("model-00002-of-00002.safetensors")).unwrap();
+    let s = status(&plan, runs.path()).unwrap();
+    assert!(s["look"].starts_with("dirty"), "{s:?}");
+}

@@ -41,14 +41,40 @@ pub fn phase_inputs(plan: &Plan) -> Vec<PhaseInput> {
         .collect()
 }
 
-fn local_weights(p: &Phase) -> Option<DataSource> {
-    match &p.model {
-        ModelSpec::Local { path } if p.parents.is_empty() => Some(DataSource::File {
-            name: "model".into(),
-            path: Path::new(path).join("model.safetensors"),
-        }),
-        _ => None,
+/// The weight files of a root phase's local checkpoint: `model.safetensors`, or the shard
+/// index and every shard it names.
+fn local_weights(p: &Phase) -> Vec<DataSource> {
+    let ModelSpec::Local { path } = &p.model else {
+        return Vec::new();
+    };
+    if !p.parents.is_empty() {
+        return Vec::new();
     }
+    let dir = Path::new(path);
+    let single = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    let file = |name: String, path: std::path::PathBuf| DataSource::File { name, path };
+    if single.is_file() || !index.is_file() {
+        return vec![file("model".into(), single)];
+    }
+    let shards: std::collections::BTreeSet<String> = std::fs::read_to_string(&index)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| {
+            v.get("weight_map")?.as_object().map(|m| {
+                m.values()
+                    .filter_map(|f| f.as_str().map(str::to_string))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    std::iter::once(file("model".into(), index))
+        .chain(
+            shards
+                .into_iter()
+                .map(|s| file(format!("model/{s}"), dir.join(s))),
+        )
+        .collect()
 }
 
 /// Fresh or dirty, per phase, with the reason: `curric plan FILE --run-dir DIR`.
