@@ -42,14 +42,28 @@ pub fn phase_inputs(plan: &Plan) -> Vec<PhaseInput> {
 }
 
 /// The weight files of a root phase's local checkpoint: `model.safetensors`, or the shard
-/// index and every shard it names.
+/// index and every shard it names. A model from the Hugging Face cache is named by its
+/// snapshot (the repository's commit), not hashed: a new snapshot dirties the phase.
 fn local_weights(p: &Phase) -> Vec<DataSource> {
-    let ModelSpec::Local { path } = &p.model else {
-        return Vec::new();
-    };
     if !p.parents.is_empty() {
         return Vec::new();
     }
+    let path = match &p.model {
+        ModelSpec::Local { path } => path,
+        ModelSpec::Hub { repo } => {
+            let cache = hf_hub::Cache::from_env();
+            return crate::model::checkpoint::resolve(repo, &cache)
+                .ok()
+                .and_then(|dir| dir.file_name().map(|s| s.to_string_lossy().into_owned()))
+                .map(|snapshot| DataSource::Params {
+                    name: "model".into(),
+                    params: serde_json::json!({"repo": repo, "snapshot": snapshot}),
+                })
+                .into_iter()
+                .collect();
+        }
+        ModelSpec::TinyVlm { .. } => return Vec::new(),
+    };
     let dir = Path::new(path);
     let single = dir.join("model.safetensors");
     let index = dir.join("model.safetensors.index.json");
