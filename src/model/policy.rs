@@ -118,7 +118,11 @@ pub struct Policy {
     /// The variables' dtype, and the one the model computes in (f32 or bf16).
     dtype: DType,
     frozen: Vec<String>,
-    /// A reference copy: no variable is trainable and log-probs come back detached.
+    /// The model over detached weights when the vision tower is frozen: its tower is the one
+    /// images go through.
+    frozen_tower: Option<Net>,
+    /// A reference copy: no variable is trainable, its model runs over detached weights and
+    /// log-probs come back detached.
     reference: bool,
     eos: u32,
     stops: Vec<u32>,
@@ -241,7 +245,7 @@ impl Policy {
                     .eos_token_id
                     .or_else(|| tokenizer.token_to_id(tok::EOS))
                     .or_else(|| tokenizer.token_to_id("<|endoftext|>"));
-                let net = Net::Tiny(Vlm::new(cfg, vb)?);
+                let net = Self::make_net(&spec, vb)?;
                 let image = tokenizer.token_to_id(tok::IMAGE);
                 ((**cfg).clone(), net, eos.into_iter().collect(), image)
             }
@@ -253,7 +257,7 @@ impl Policy {
                     eos_token_id: q.stops.first().copied(),
                     pad_token_id: q.cfg.pad_token_id,
                 };
-                let net = Net::QwenVl(QwenVl::new(&q.cfg, vb)?);
+                let net = Self::make_net(&spec, vb)?;
                 (cfg, net, q.stops.clone(), Some(q.cfg.image_token_id))
             }
         };
@@ -270,12 +274,32 @@ impl Policy {
             device: device.clone(),
             dtype,
             frozen: Vec::new(),
+            frozen_tower: None,
             reference: false,
             eos,
             stops,
             pad,
             image_token,
         })
+    }
+
+    fn make_net(spec: &Spec, vb: VarBuilder) -> candle_core::Result<Net> {
+        Ok(match spec {
+            Spec::Tiny(cfg) => Net::Tiny(Vlm::new(cfg, vb)?),
+            Spec::QwenVl(q) => Net::QwenVl(QwenVl::new(&q.cfg, vb)?),
+        })
+    }
+
+    /// The model over detached views of the variables: the same storage (so it sees every
+    /// update and restore), but a forward through it records no graph.
+    fn detached_net(&self) -> Result<Net, ModelError> {
+        let tensors: HashMap<String, Tensor> = self
+            .named_vars()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().detach()))
+            .collect();
+        let vb = VarBuilder::from_tensors(tensors, self.dtype, &self.device);
+        Ok(Self::make_net(&self.spec, vb)?)
     }
 
     /// A policy whose every variable comes from `tensors`; fails naming the first tensor that
@@ -531,6 +555,8 @@ impl Policy {
             self.dtype,
         )?;
         p.reference = true;
+        // The reference's forward needs no graph at all.
+        p.net = p.detached_net()?;
         Ok(p)
     }
 
@@ -558,8 +584,11 @@ impl Policy {
             &self.device,
             dtype,
         )?;
-        p.frozen = self.frozen.clone();
         p.reference = self.reference;
+        if p.reference {
+            p.net = p.detached_net()?;
+        }
+        p.set_frozen(&self.frozen);
         Ok(p)
     }
 
@@ -576,6 +605,12 @@ impl Policy {
             .iter()
             .map(|p| p.trim_end_matches('.').to_string())
             .collect();
+        // A frozen vision tower runs over detached weights and builds no graph.
+        self.frozen_tower = if !self.reference && self.is_frozen(self.vision_prefix()) {
+            self.detached_net().ok()
+        } else {
+            None
+        };
     }
 
     pub fn frozen(&self) -> &[String] {
@@ -860,21 +895,20 @@ impl Policy {
     fn image_features(&self, prompts: &Prompts) -> Result<(Tensor, Vec<Tensor>), ModelError> {
         let dev = &self.device;
         let d = self.cfg.decoder.hidden_size;
-        // A frozen tower's output carries no graph back into it.
-        let frozen = self.is_frozen(self.vision_prefix());
-        let cut = |t: Tensor| if frozen { t.detach() } else { t };
-        match &self.net {
-            Net::Tiny(vlm) => {
-                let (Some(visual), Some(projector)) = (&vlm.visual, &vlm.projector) else {
+        // A frozen tower runs over detached weights (the projector of the built-in model
+        // trains on).
+        let tower = self.frozen_tower.as_ref().unwrap_or(&self.net);
+        match (&self.net, tower) {
+            (Net::Tiny(vlm), Net::Tiny(tower)) => {
+                let (Some(visual), Some(projector)) = (&tower.visual, &vlm.projector) else {
                     return Err(ModelError::NoVision { index: 0 });
                 };
                 let pixels = visual.pixels(&prompts.images, dev)?.to_dtype(self.dtype)?;
                 let n = prompts.images.len() * self.max_image_tokens();
-                let f = cut(visual.forward(&pixels)?);
-                let f = candle_core::Module::forward(projector, &f)?;
+                let f = candle_core::Module::forward(projector, &visual.forward(&pixels)?)?;
                 Ok((f.reshape((n, d))?, Vec::new()))
             }
-            Net::QwenVl(model) => {
+            (Net::QwenVl(_), Net::QwenVl(model)) => {
                 let rows: usize = prompts.patches.iter().map(Patches::rows).sum();
                 let row_len = prompts.patches.first().map_or(0, |p| p.row_len);
                 let values: Vec<f32> = prompts
@@ -886,8 +920,9 @@ impl Policy {
                     Tensor::from_vec(values, (rows, row_len), dev)?.to_dtype(self.dtype)?;
                 let grids: Vec<[usize; 3]> = prompts.patches.iter().map(|p| p.grid_thw).collect();
                 let f = model.encode_images(&pixels, &grids)?;
-                Ok((cut(f.embeds), f.deepstack.into_iter().map(cut).collect()))
+                Ok((f.embeds, f.deepstack))
             }
+            _ => unreachable!("a frozen tower is built from the same spec"),
         }
     }
 
