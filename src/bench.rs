@@ -319,7 +319,7 @@ fn update_step(
             &LossConfig::default(),
         )
         .map_err(grpo)?;
-        let grads = opt.grads_of(&(loss * share)?.backward()?);
+        let grads = opt.grads_of(&(loss * share)?.backward()?).map_err(grpo)?;
         match acc.as_mut() {
             None => acc = Some(grads),
             Some(sum) => AdamW::accumulate(sum, grads).map_err(grpo)?,

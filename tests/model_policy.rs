@@ -105,7 +105,7 @@ fn every_variable_gets_a_gradient() {
 fn frozen_vision_tower_is_excluded_and_the_rest_trains() {
     let mut p = policy();
     let all = p.trainable_vars().len();
-    p.set_frozen(&["visual".to_string()]);
+    p.set_frozen(&["visual".to_string()]).unwrap();
     let names: Vec<String> = p
         .named_trainable_vars()
         .into_iter()

@@ -556,13 +556,35 @@ fn freezing_by_the_checkpoints_names() {
                 all - tower - usize::from(family == "qwen3_vl"),
             ),
         ] {
-            p.set_frozen(&[prefix.to_string()]);
+            p.set_frozen(&[prefix.to_string()]).unwrap();
             assert_eq!(
                 p.named_trainable_vars().len(),
                 all - frozen,
                 "{family}: {prefix}"
             );
         }
+        // A frozen tower runs over detached weights: no gradient reaches it, the rest trains.
+        let r = reference(family);
+        p.set_frozen(&["visual".to_string()]).unwrap();
+        let lp = p
+            .token_logprobs(std::slice::from_ref(&r.input), &[r.ids("answer_ids")])
+            .unwrap();
+        let grads = lp.logp.sum_all().unwrap().backward().unwrap();
+        for (name, var) in p.named_vars() {
+            let has = grads.get(var.as_tensor()).is_some();
+            assert_eq!(has, !name.starts_with("model.visual."), "{family}: {name}");
+        }
+        // The GRPO reference runs over detached weights throughout.
+        let reference = p.frozen_copy().unwrap();
+        let lp = reference
+            .token_logprobs(std::slice::from_ref(&r.input), &[r.ids("answer_ids")])
+            .unwrap();
+        assert!(!lp.logp.track_op());
+        let logits = reference
+            .completion_logits(std::slice::from_ref(&r.input), &[r.ids("answer_ids")])
+            .unwrap()
+            .0;
+        assert!(!logits.track_op(), "{family}: the reference built a graph");
     }
 }
 

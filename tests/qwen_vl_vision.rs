@@ -73,23 +73,7 @@ fn embeddings_match_hugging_face() {
     let vb = VarBuilder::from_tensors(t.clone(), DType::F32, &Device::Cpu);
     let tower = VisionTower::new(&config(), vb).unwrap();
     let got = tower.forward(&t["input.pixel_values"], &grids).unwrap();
-    let want = &t["output.embeds"];
-    assert_eq!(got.dims(), want.dims());
-    let diff = (got - want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let scale = want
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let (diff, scale) = max_diff(&got, &t["output.embeds"]);
     assert!(
         diff <= 1e-4 * scale.max(1.0),
         "max |Δ| {diff} (max |y| {scale})"

@@ -176,20 +176,22 @@ impl AdamW {
     /// One AdamW update from `grads`. Every gradient is checked first; on NaN/inf nothing is
     /// updated and the step count does not advance.
     pub fn apply(&mut self, grads: &GradStore, step: u64) -> Result<OptimStats, GrpoError> {
-        let grads = self.grads_of(grads);
+        let grads = self.grads_of(grads)?;
         self.apply_grads(&grads, step)
     }
 
     /// The gradients of the optimised variables only (one per variable, in order), so that a
     /// backward pass's activation gradients can be dropped before the next micro-batch.
-    pub fn grads_of(&self, grads: &GradStore) -> Vec<Option<Tensor>> {
+    pub fn grads_of(&self, grads: &GradStore) -> Result<Vec<Option<Tensor>>, GrpoError> {
         // Accumulated in f32 whatever the variables' dtype.
         self.vars
             .iter()
             .map(|v| {
                 grads
                     .get(v.as_tensor())
-                    .map(|g| g.to_dtype(DType::F32).unwrap_or_else(|_| g.clone()))
+                    .map(|g| g.to_dtype(DType::F32))
+                    .transpose()
+                    .map_err(GrpoError::from)
             })
             .collect()
     }

@@ -339,7 +339,7 @@ pub fn grpo_step<P: PolicyModel + ?Sized>(
                     what: format!("loss ({l})"),
                 });
             }
-            let grads = opt.grads_of(&(loss * share)?.backward()?);
+            let grads = opt.grads_of(&(loss * share)?.backward()?)?;
             match acc.as_mut() {
                 None => acc = Some(grads),
                 Some(sum) => AdamW::accumulate(sum, grads)?,

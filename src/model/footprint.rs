@@ -109,31 +109,29 @@ fn decoder_groups(d: &DecoderConfig, prefix: &str, head: &str) -> Vec<(String, u
 
 fn qwen_vision_groups(v: &VisionConfig) -> Vec<(String, u64)> {
     let p = "model.visual";
+    let z = v.sizes();
+    let [h, i, t, ps, m, out] = [
+        z.hidden,
+        z.intermediate,
+        z.temporal,
+        z.patch,
+        z.merge,
+        z.out,
+    ]
+    .map(|x| x as u64);
+    let hm = h * m * m;
+    let attention = (3 * h * h + 3 * h) + (h * h + h);
+    let fcs = (hm * hm + hm) + (out * hm + out);
     let mut g = Vec::new();
     match v {
-        VisionConfig::Qwen25(c) => {
-            let (h, i) = (c.hidden_size as u64, c.intermediate_size as u64);
-            let (t, ps, m) = (
-                c.temporal_patch_size as u64,
-                c.patch_size as u64,
-                c.spatial_merge_size as u64,
-            );
-            let hm = h * m * m;
-            let out = c.out_hidden_size as u64;
+        VisionConfig::Qwen25(_) => {
             g.push((format!("{p}.patch_embed"), h * 3 * t * ps * ps));
-            let block = 2 * h + (3 * h * h + 3 * h) + (h * h + h) + 2 * (i * h + i) + (h * i + h);
-            g.extend((0..c.depth).map(|k| (format!("{p}.blocks.{k}"), block)));
-            g.push((format!("{p}.merger"), h + (hm * hm + hm) + (out * hm + out)));
+            // RMSNorms and SwiGLU.
+            let block = 2 * h + attention + 2 * (i * h + i) + (h * i + h);
+            g.extend((0..z.depth).map(|k| (format!("{p}.blocks.{k}"), block)));
+            g.push((format!("{p}.merger"), h + fcs));
         }
         VisionConfig::Qwen3(c) => {
-            let (h, i) = (c.hidden_size as u64, c.intermediate_size as u64);
-            let (t, ps, m) = (
-                c.temporal_patch_size as u64,
-                c.patch_size as u64,
-                c.spatial_merge_size as u64,
-            );
-            let hm = h * m * m;
-            let out = c.out_hidden_size as u64;
             let qwen3 = c.flavour == qwen3_vision::Flavour::Qwen3Vl;
             let bias = if qwen3 { h } else { 0 };
             g.push((format!("{p}.patch_embed"), h * 3 * t * ps * ps + bias));
@@ -143,9 +141,9 @@ fn qwen_vision_groups(v: &VisionConfig) -> Vec<(String, u64)> {
                     c.num_position_embeddings as u64 * h,
                 ));
             }
-            let block = 4 * h + (3 * h * h + 3 * h) + (h * h + h) + (i * h + i) + (h * i + h);
-            g.extend((0..c.depth).map(|k| (format!("{p}.blocks.{k}"), block)));
-            let fcs = (hm * hm + hm) + (out * hm + out);
+            // LayerNorms and a two-layer MLP.
+            let block = 4 * h + attention + (i * h + i) + (h * i + h);
+            g.extend((0..z.depth).map(|k| (format!("{p}.blocks.{k}"), block)));
             g.push((format!("{p}.merger"), 2 * h + fcs));
             g.extend(
                 (0..c.deepstack_visual_indexes.len())
@@ -171,10 +169,8 @@ impl ModelShape {
         .unwrap_or(TYPICAL_IMAGE);
         let patches = ((hh / images.patch_size) * (ww / images.patch_size)) as u64;
         let merge = (images.merge_size * images.merge_size) as u64;
-        let (hidden, intermediate, depth, heads) = match &cfg.vision {
-            VisionConfig::Qwen25(c) => (c.hidden_size, c.intermediate_size, c.depth, c.num_heads),
-            VisionConfig::Qwen3(c) => (c.hidden_size, c.intermediate_size, c.depth, c.num_heads),
-        };
+        let z = cfg.vision.sizes();
+        let (hidden, intermediate, depth, heads) = (z.hidden, z.intermediate, z.depth, z.heads);
         ModelShape {
             groups,
             decoder: cfg.text.clone(),
@@ -225,11 +221,7 @@ impl ModelShape {
         } else {
             vec![group.to_string()]
         };
-        frozen.iter().map(|p| p.trim_end_matches('.')).any(|p| {
-            names
-                .iter()
-                .any(|n| n == p || (n.starts_with(p) && n[p.len()..].starts_with('.')))
-        })
+        qwen_vl::frozen_by(&names, frozen)
     }
 
     /// `(trainable, frozen)` parameters under the `freeze` prefixes.

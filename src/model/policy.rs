@@ -378,8 +378,9 @@ impl Policy {
         if qwen_vl::Family::detect(&v).is_some() {
             return Self::load_qwen_vl(dir, &v, device);
         }
-        let (cfg, tokenizer, tensors) = checkpoint::read_dir(dir)?;
-        Self::from_tensors(cfg, tokenizer, tensors, device)
+        let cfg = VlmConfig::from_json(&text).map_err(bad)?;
+        let tokenizer = checkpoint::read_tokenizer(dir)?;
+        Self::from_tensors(cfg, tokenizer, checkpoint::read_tensors(dir)?, device)
     }
 
     fn load_qwen_vl(dir: &Path, v: &Value, device: &Device) -> Result<Self, ModelError> {
@@ -588,7 +589,7 @@ impl Policy {
         if p.reference {
             p.net = p.detached_net()?;
         }
-        p.set_frozen(&self.frozen);
+        p.set_frozen(&self.frozen)?;
         Ok(p)
     }
 
@@ -600,17 +601,18 @@ impl Policy {
     /// `visual.*`). Replaces the previous set. Qwen-VL names match in either checkpoint
     /// layout, and without the leading `model.`: `visual.merger` freezes
     /// `model.visual.merger.*`.
-    pub fn set_frozen(&mut self, prefixes: &[String]) {
+    pub fn set_frozen(&mut self, prefixes: &[String]) -> Result<(), ModelError> {
         self.frozen = prefixes
             .iter()
             .map(|p| p.trim_end_matches('.').to_string())
             .collect();
         // A frozen vision tower runs over detached weights and builds no graph.
         self.frozen_tower = if !self.reference && self.is_frozen(self.vision_prefix()) {
-            self.detached_net().ok()
+            Some(self.detached_net()?)
         } else {
             None
         };
+        Ok(())
     }
 
     pub fn frozen(&self) -> &[String] {
@@ -621,16 +623,11 @@ impl Policy {
         if self.reference {
             return true;
         }
-        let under = |name: &str, p: &str| {
-            name == p || (name.starts_with(p) && name[p.len()..].starts_with('.'))
-        };
         let names = match &self.spec {
             Spec::QwenVl(_) => qwen_vl::names_of(name),
             Spec::Tiny(_) => vec![name.to_string()],
         };
-        self.frozen
-            .iter()
-            .any(|p| names.iter().any(|n| under(n, p)))
+        qwen_vl::frozen_by(&names, &self.frozen)
     }
 
     /// Every variable by checkpoint name, sorted.

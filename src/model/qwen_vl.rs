@@ -232,9 +232,42 @@ impl Config {
     }
 
     pub fn merge_size(&self) -> usize {
-        match &self.vision {
-            VisionConfig::Qwen25(c) => c.spatial_merge_size,
-            VisionConfig::Qwen3(c) => c.spatial_merge_size,
+        self.vision.sizes().merge
+    }
+}
+
+/// The sizes both vision towers have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TowerSizes {
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub depth: usize,
+    pub heads: usize,
+    pub patch: usize,
+    pub temporal: usize,
+    pub merge: usize,
+    pub out: usize,
+}
+
+impl VisionConfig {
+    pub fn sizes(&self) -> TowerSizes {
+        macro_rules! sizes {
+            ($c:expr) => {
+                TowerSizes {
+                    hidden: $c.hidden_size,
+                    intermediate: $c.intermediate_size,
+                    depth: $c.depth,
+                    heads: $c.num_heads,
+                    patch: $c.patch_size,
+                    temporal: $c.temporal_patch_size,
+                    merge: $c.spatial_merge_size,
+                    out: $c.out_hidden_size,
+                }
+            };
+        }
+        match self {
+            VisionConfig::Qwen25(c) => sizes!(c),
+            VisionConfig::Qwen3(c) => sizes!(c),
         }
     }
 }
@@ -317,6 +350,16 @@ pub fn names_of(name: &str) -> Vec<String> {
         }
     }
     names
+}
+
+/// Whether `freeze` prefixes cover a variable: one of its `names` is a prefix or lies under
+/// one (`visual` covers `visual.*`). A trailing `.` on a prefix is ignored.
+pub fn frozen_by(names: &[String], prefixes: &[String]) -> bool {
+    prefixes.iter().map(|p| p.trim_end_matches('.')).any(|p| {
+        names
+            .iter()
+            .any(|n| n == p || (n.starts_with(p) && n[p.len()..].starts_with('.')))
+    })
 }
 
 pub enum VisionTower {

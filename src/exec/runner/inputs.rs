@@ -51,6 +51,8 @@ fn local_weights(p: &Phase) -> Vec<DataSource> {
     let path = match &p.model {
         ModelSpec::Local { path } => path,
         ModelSpec::Hub { repo } => {
+            // A repository missing from the cache names nothing here; the phase then fails
+            // where it loads the model, naming the cache it looked in.
             let cache = hf_hub::Cache::from_env();
             return crate::model::checkpoint::resolve(repo, &cache)
                 .ok()
@@ -81,6 +83,7 @@ fn local_weights(p: &Phase) -> Vec<DataSource> {
                     .collect()
             })
         })
+        // A malformed index is still hashed itself; loading the model reports it.
         .unwrap_or_default();
     std::iter::once(file("model".into(), index))
         .chain(

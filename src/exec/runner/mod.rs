@@ -312,7 +312,7 @@ fn execute(
         .as_ref()
         .ok_or_else(|| perr(&p.id, "has no stop condition"))?;
     let (mut policy, start) = ctx.start_policy(p)?;
-    policy.set_frozen(&p.freeze);
+    policy.set_frozen(&p.freeze).map_err(|e| perr(&p.id, e))?;
     let table = ctx.pass_rates(p)?;
     let pools = data::pools(p, &table)?;
     check_prompt_lengths(p, &policy, &pools, settings.max_new_tokens() as usize)?;
