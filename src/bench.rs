@@ -223,13 +223,22 @@ fn presets(opts: &BenchOptions) -> Vec<String> {
     }
 }
 
-fn prompts(n: usize) -> Vec<PolicyInput> {
-    let questions = [
+/// `n` prompts, three in four with an image; text only for a checkpoint without a vision
+/// tower (a plain Qwen2 decoder), which would reject an image.
+fn prompts(n: usize, vision: bool) -> Vec<PolicyInput> {
+    let with_images = [
         "<image> How many red circles are in the grid?",
         "<image> What colour is the shape in the top - left cell?",
         "<image> Is there a blue square left of the green star? Answer yes or no.",
         "What is 12 + 30?",
     ];
+    let text_only = [
+        "what is 24 plus 48",
+        "what is 26 plus 2",
+        "what is 16 plus 32",
+        "what is 12 plus 30",
+    ];
+    let questions = if vision { with_images } else { text_only };
     (0..n)
         .map(|i| {
             let q = questions[i % questions.len()];
@@ -249,8 +258,8 @@ fn prompts(n: usize) -> Vec<PolicyInput> {
         .collect()
 }
 
-fn grpo_batch(opts: &BenchOptions) -> (Vec<PolicyInput>, Vec<u64>) {
-    let base = prompts(opts.prompts);
+fn grpo_batch(opts: &BenchOptions, vision: bool) -> (Vec<PolicyInput>, Vec<u64>) {
+    let base = prompts(opts.prompts, vision);
     let g = opts.group;
     let mut inputs = Vec::with_capacity(opts.prompts * g);
     let mut seeds = Vec::with_capacity(opts.prompts * g);
@@ -449,7 +458,7 @@ fn bench_policy(
 ) -> Result<BenchRow, ModelError> {
     let (quick, dev, new_tokens) = (opts.quick, &opts.device, opts.new_tokens);
     let gemm = gemm_gflops(dev)?;
-    let (inputs, seeds) = grpo_batch(opts);
+    let (inputs, seeds) = grpo_batch(opts, p.sees_images());
     let g = opts.group;
     // Warm up allocator and kernels.
     rollout(p, &inputs[..g], &seeds[..g], 2, true)?;

@@ -1,6 +1,22 @@
 fn main() -> std::process::ExitCode {
     tune_allocator();
+    fix_thread_count();
     curric::cli::main()
+}
+
+/// candle asks for its thread count on every matmul, and without `RAYON_NUM_THREADS` that
+/// means parsing `/proc/cpuinfo` (85 µs here, plus the kernel's formatting of it): a rollout
+/// runs ~1,200 matmuls a step, and the reads were 16 % of its main thread. Setting the
+/// variable once to the count candle would have found (physical cores, within the CPUs this
+/// process may use) keeps the same parallelism without the reads. A value the user set wins.
+fn fix_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_some() {
+        return;
+    }
+    let allowed = std::thread::available_parallelism().map_or(1, usize::from);
+    let n = num_cpus::get_physical().clamp(1, allowed.max(1));
+    // Called first thing in main, before any other thread exists to read the environment.
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
 }
 
 /// glibc serves every allocation above its mmap threshold (128 KiB to start) with fresh pages

@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 mod error;
 pub mod footprint;
+pub mod fused_layer;
 pub mod mrope;
 pub mod nn;
 pub mod ops;

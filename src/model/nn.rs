@@ -53,6 +53,14 @@ impl Linear {
     pub fn from_weight(weight: Tensor) -> Self {
         Self { weight, bias: None }
     }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
 }
 
 impl Module for Linear {
@@ -85,6 +93,14 @@ impl RmsNorm {
             weight: vb.get(dim, "weight")?,
             eps,
         })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn eps(&self) -> f64 {
+        self.eps
     }
 }
 

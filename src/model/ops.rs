@@ -14,8 +14,24 @@ fn fused_enabled() -> bool {
     *ON.get_or_init(|| std::env::var("CURRIC_FUSED_OPS").map_or(true, |v| v != "0"))
 }
 
-fn fused(x: &Tensor) -> bool {
-    fused_enabled() && x.device().is_cpu() && x.dtype() == DType::F32
+thread_local! {
+    static PRIMITIVES_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every fused op of this thread replaced by its primitive path: what tests
+/// compare the fused ops and the fused decoder layer against, in one process.
+pub fn with_primitives<R>(f: impl FnOnce() -> R) -> R {
+    let before = PRIMITIVES_ONLY.with(|p| p.replace(true));
+    let r = f();
+    PRIMITIVES_ONLY.with(|p| p.set(before));
+    r
+}
+
+pub(crate) fn fused(x: &Tensor) -> bool {
+    fused_enabled()
+        && !PRIMITIVES_ONLY.with(|p| p.get())
+        && x.device().is_cpu()
+        && x.dtype() == DType::F32
 }
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
@@ -221,7 +237,7 @@ impl CustomOp1 for Rope {
 }
 
 /// Host copies of cos and sin `[B, T, hd/2]`.
-type HostTables = (std::sync::Arc<Vec<f32>>, std::sync::Arc<Vec<f32>>);
+pub(crate) type HostTables = (std::sync::Arc<Vec<f32>>, std::sync::Arc<Vec<f32>>);
 
 /// Rotary tables for one forward pass: tensors `[B, 1, T, hd/2]` for the primitive path and
 /// host copies for the fused CPU op.
@@ -241,6 +257,11 @@ impl RopeTables {
             None
         };
         Ok(Self { cos, sin, host })
+    }
+
+    /// Host copies of cos and sin `[B, T, hd/2]`, where the tables are CPU f32.
+    pub(crate) fn host(&self) -> Option<&HostTables> {
+        self.host.as_ref()
     }
 
     /// Rotates `x` `[B, H, T, hd]` (in f32, the result in `x`'s dtype).

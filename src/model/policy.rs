@@ -655,6 +655,15 @@ impl Policy {
         &self.cfg
     }
 
+    /// Whether prompts may carry an image: a Qwen-VL checkpoint or the built-in VLM; a plain
+    /// Qwen2 decoder reads text only.
+    pub fn sees_images(&self) -> bool {
+        match &self.spec {
+            Spec::Tiny(c) => c.vision.is_some(),
+            Spec::QwenVl(_) => true,
+        }
+    }
+
     /// `tiny/<preset>`, `qwen2`, or the Qwen-VL family.
     pub fn family(&self) -> String {
         match &self.spec {
@@ -1255,8 +1264,10 @@ impl Policy {
             None,
         )?;
         let mut last = dec.logits(&h.narrow(1, p - 1, 1)?.squeeze(1)?)?;
-        // With the cache, `alive[i]` is the input row at batch position i: a row leaves the
-        // batch when it ends. Without it, every row stays and finished ones decode padding.
+        // With the cache, `alive[i]` is the input row at batch position i: finished rows
+        // leave the batch once they are an eighth of it (compacting copies every layer's
+        // cache, too dear to pay each time one row ends). Until then, and always without the
+        // cache, finished rows decode padding that nothing reads.
         let mut alive: Vec<usize> = (0..b).collect();
         for step in 0..params.max_new_tokens {
             let rows: Vec<Vec<f32>> = last
@@ -1282,7 +1293,7 @@ impl Policy {
             if done.iter().all(|&d| d) || step + 1 == params.max_new_tokens {
                 break;
             }
-            if use_cache && keep.len() < alive.len() {
+            if use_cache && 8 * (alive.len() - keep.len()) >= alive.len() {
                 let idx: Vec<u32> = keep.iter().map(|&i| i as u32).collect();
                 cache.keep_rows(&Tensor::from_vec(idx, keep.len(), dev)?)?;
                 valid = keep.iter().map(|&i| valid[i].clone()).collect();

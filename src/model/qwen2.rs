@@ -8,6 +8,7 @@ use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
 use super::config::DecoderConfig;
+use super::fused_layer;
 use super::mrope::mrope_tables;
 use super::nn::{attention, Linear, RmsNorm, RopeTables, Rotary};
 
@@ -237,6 +238,94 @@ impl Layer {
     }
 }
 
+impl Layer {
+    fn forward(
+        &self,
+        h: &Tensor,
+        rope: &RopeTables,
+        mask: Option<&Tensor>,
+        slot: Option<&mut Option<LayerKv>>,
+    ) -> Result<Tensor> {
+        if let Some(lw) = self.fused_weights(h, rope, mask)? {
+            let (Some((cos, sin)), Some(mask)) = (rope.host(), mask) else {
+                unreachable!("fused_weights checks both")
+            };
+            return match slot {
+                None => {
+                    let tensors = lw.tensors();
+                    let graph = tensors
+                        .iter()
+                        .any(|t| t.track_op())
+                        .then(|| tensors.iter().map(|t| (*t).clone()).collect());
+                    fused_layer::forward(h, &lw, cos, sin, mask, graph)
+                }
+                Some(slot) => {
+                    fused_layer::forward_cached(h, &lw, cos, sin, mask, |k, v| match slot {
+                        Some(kv) => kv.append(&k, &v),
+                        None => {
+                            *slot = Some(LayerKv::new(&k, &v)?);
+                            Ok((k, v))
+                        }
+                    })
+                }
+            };
+        }
+        let a = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(h)?, rope, mask, slot)?;
+        let h = (h + a)?;
+        let m = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&h)?)?;
+        h + m
+    }
+
+    /// The layer's weights for `fused_layer`, where it applies: CPU f32 with host rotary
+    /// tables, a mask, and no q/k norms. With a cache the fused layer is inference only (it
+    /// records no graph), as sampling is; without one it is a single autograd node.
+    fn fused_weights(
+        &self,
+        h: &Tensor,
+        rope: &RopeTables,
+        mask: Option<&Tensor>,
+    ) -> Result<Option<fused_layer::LayerWeights>> {
+        let at = &self.self_attn;
+        let (b, t, _) = h.dims3()?;
+        let full_mask = mask.is_some_and(|m| m.dims().len() == 4 && m.dims()[..3] == [b, 1, t]);
+        if rope.host().is_none() || !full_mask || at.qk_norm.is_some() {
+            return Ok(None);
+        }
+        if !super::ops::fused(h) {
+            return Ok(None);
+        }
+        let bias = match (at.q_proj.bias(), at.k_proj.bias(), at.v_proj.bias()) {
+            (Some(q), Some(k), Some(v)) => Some((q.clone(), k.clone(), v.clone())),
+            (None, None, None) => None,
+            _ => return Ok(None),
+        };
+        if at.o_proj.bias().is_some() {
+            return Ok(None);
+        }
+        let lw = fused_layer::LayerWeights {
+            ln1: self.input_layernorm.weight().clone(),
+            q: at.q_proj.weight().clone(),
+            k: at.k_proj.weight().clone(),
+            v: at.v_proj.weight().clone(),
+            qkv_bias: bias,
+            o: at.o_proj.weight().clone(),
+            ln2: self.post_attention_layernorm.weight().clone(),
+            gate: self.mlp.gate_proj.weight().clone(),
+            up: self.mlp.up_proj.weight().clone(),
+            down: self.mlp.down_proj.weight().clone(),
+            eps: self.input_layernorm.eps() as f32,
+            heads: at.heads,
+            kv_heads: at.kv_heads,
+            head_dim: at.head_dim,
+        };
+        Ok(Some(lw))
+    }
+}
+
 /// The decoder: `model.*` plus `lm_head` (or the tied embedding).
 #[derive(Debug, Clone)]
 pub struct Decoder {
@@ -368,15 +457,7 @@ impl Decoder {
         let mut h = x.clone();
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_mut().map(|c| &mut c.layers[i]);
-            let a =
-                layer
-                    .self_attn
-                    .forward(&layer.input_layernorm.forward(&h)?, rope, mask, slot)?;
-            h = (h + a)?;
-            let m = layer
-                .mlp
-                .forward(&layer.post_attention_layernorm.forward(&h)?)?;
-            h = (h + m)?;
+            h = layer.forward(&h, rope, mask, slot)?;
             if let Some(t) = trace.as_mut() {
                 t.push(h.clone());
             }
