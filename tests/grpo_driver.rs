@@ -372,7 +372,10 @@ fn micro_batches_accumulate_to_the_same_update_with_smaller_passes() {
         };
         let (whole, rows_whole) = run(32);
         let (micro, rows_micro) = run(4);
-        assert_eq!((rows_whole, rows_micro), (32, 4), "{agg:?}");
+        // Without a ceiling the rows may still be cut by completion length where that saves
+        // padding (`grpo::micro_batches`), but into larger passes than the ceiling of 4.
+        assert_eq!(rows_micro, 4, "{agg:?}");
+        assert!(rows_whole > 4, "{agg:?}: {rows_whole} rows per pass");
         let moved = whole.iter().zip(start()).any(|(x, s)| (x - s).abs() > 1e-3);
         assert!(moved, "{agg:?}: the update changed nothing");
         for (a, b) in whole.iter().zip(&micro) {
