@@ -108,7 +108,7 @@ fn rms_norm_bwd(
     let n = w.len();
     let k = rows_per_task(n);
     let mut dx = vec![0f32; x.len()];
-    let dw = dx
+    let partial = dx
         .par_chunks_mut(n * k)
         .zip(g.par_chunks(n * k))
         .zip(x.par_chunks(n * k))
@@ -136,13 +136,12 @@ fn rms_norm_bwd(
             }
             dw
         })
-        .reduce(
-            || vec![0f32; n],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        );
+        .collect::<Vec<_>>();
+    // Summed in chunk order, not as the threads finish: runs repeat bit for bit.
+    let dw = partial.into_iter().fold(vec![0f32; n], |mut a, b| {
+        a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+        a
+    });
     (dx, dw)
 }
 
