@@ -358,6 +358,24 @@ fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
     o
 }
 
+/// A layer's q, k, v weights stacked `[qd + 2·kvd, d]` and gate, up `[2f, d]`: one matmul
+/// each. Stacking copies the weights, so a KV cache keeps them for the decode steps of the
+/// generation it belongs to, during which the weights cannot change.
+#[derive(Debug, Clone)]
+pub struct Stacked {
+    qkv: Tensor,
+    gu: Tensor,
+}
+
+impl Stacked {
+    fn new(lw: &LayerWeights) -> Result<Self> {
+        Ok(Self {
+            qkv: Tensor::cat(&[&lw.q, &lw.k, &lw.v], 0)?.detach(),
+            gu: Tensor::cat(&[&lw.gate, &lw.up], 0)?.detach(),
+        })
+    }
+}
+
 /// The forward's activations: what the backward reads.
 struct Acts {
     dm: Dims,
@@ -388,14 +406,20 @@ struct Acts {
 /// The layer's forward on `x` `[B, T, d]`: rotary tables `[B, T, hd/2]`, an additive mask
 /// `[B, 1, T, S]`, and `kv`, which receives this call's keys and values `[B, KV, T, hd]` and
 /// returns all `S` the queries attend to (a KV cache's append, or the same tensors).
+/// `stacked` is `lw`'s stacked weights where the caller kept them.
 fn run(
     x: &Tensor,
     lw: &LayerWeights,
+    stacked: Option<Stacked>,
     cos: &[f32],
     sin: &[f32],
     mask: &Tensor,
     kv: impl FnOnce(Tensor, Tensor) -> Result<(Tensor, Tensor)>,
 ) -> Result<(Vec<f32>, Acts)> {
+    let Stacked { qkv: wqkv, gu: wgu } = match stacked {
+        Some(s) => s,
+        None => Stacked::new(lw)?,
+    };
     let (b, w, d) = x.dims3()?;
     let dm = Dims {
         b,
@@ -415,7 +439,6 @@ fn run(
 
     let (n1, r1) = read(&xd, |xs| rms_norm(xs, &ln1, lw.eps))?;
     let n1 = tensor(n1, (n, d), x)?;
-    let wqkv = Tensor::cat(&[&lw.q, &lw.k, &lw.v], 0)?.detach();
     let qkv = n1.matmul(&wqkv.t()?)?;
     let bias = match &lw.qkv_bias {
         Some((bq, bk, bv)) => Some(Tensor::cat(&[bq, bk, bv], 0)?.to_vec1::<f32>()?),
@@ -450,7 +473,6 @@ fn run(
     let x1 = tensor(x1, (n, d), x)?;
     let (n2, r2) = read(&x1, |xs| rms_norm(xs, &ln2, lw.eps))?;
     let n2 = tensor(n2, (n, d), x)?;
-    let wgu = Tensor::cat(&[&lw.gate, &lw.up], 0)?.detach();
     let gu = n2.matmul(&wgu.t()?)?;
     let m = read(&gu, |g| swiglu(g, f))?;
     let m = tensor(m, (n, f), x)?;
@@ -546,7 +568,7 @@ pub fn forward(
     mask: &Tensor,
     graph: Option<Vec<Tensor>>,
 ) -> Result<Tensor> {
-    let (out, acts) = run(x, lw, cos, sin, mask, |k, v| Ok((k, v)))?;
+    let (out, acts) = run(x, lw, None, cos, sin, mask, |k, v| Ok((k, v)))?;
     let shape = x.shape().clone();
     let weight_grads = graph.is_some();
     if !x.track_op() && !weight_grads {
@@ -578,17 +600,23 @@ pub fn forward(
 }
 
 /// One layer with a KV cache (`append` adds this call's keys and values and returns all of
-/// them): inference, so it records no graph.
+/// them): inference, so it records no graph. Returns the output and the stacked weights, for
+/// the cache to pass back on the next step.
 pub fn forward_cached(
     x: &Tensor,
     lw: &LayerWeights,
+    stacked: Option<Stacked>,
     cos: &[f32],
     sin: &[f32],
     mask: &Tensor,
     append: impl FnOnce(Tensor, Tensor) -> Result<(Tensor, Tensor)>,
-) -> Result<Tensor> {
-    let (out, _) = run(x, lw, cos, sin, mask, append)?;
-    Tensor::from_vec(out, x.shape(), x.device())
+) -> Result<(Tensor, Stacked)> {
+    let (out, acts) = run(x, lw, stacked, cos, sin, mask, append)?;
+    let stacked = Stacked {
+        qkv: acts.wqkv,
+        gu: acts.wgu,
+    };
+    Ok((Tensor::from_vec(out, x.shape(), x.device())?, stacked))
 }
 
 /// The layer's backward from the output gradient `g` `[B, W, d]`: the input gradient and,

@@ -26,6 +26,8 @@ struct LayerKv {
     k: Tensor,
     v: Tensor,
     len: usize,
+    /// The fused layer's stacked weights, kept for this generation's decode steps.
+    stacked: Option<fused_layer::Stacked>,
 }
 
 impl LayerKv {
@@ -35,6 +37,7 @@ impl LayerKv {
             k: k.clone(),
             v: v.clone(),
             len: t,
+            stacked: None,
         };
         // Room for the decode that usually follows a prefill.
         kv.reserve(t.max(16))?;
@@ -260,13 +263,26 @@ impl Layer {
                     fused_layer::forward(h, &lw, cos, sin, mask, graph)
                 }
                 Some(slot) => {
-                    fused_layer::forward_cached(h, &lw, cos, sin, mask, |k, v| match slot {
-                        Some(kv) => kv.append(&k, &v),
-                        None => {
-                            *slot = Some(LayerKv::new(&k, &v)?);
-                            Ok((k, v))
-                        }
-                    })
+                    let kept = slot.as_mut().and_then(|kv| kv.stacked.take());
+                    let (y, stacked) = fused_layer::forward_cached(
+                        h,
+                        &lw,
+                        kept,
+                        cos,
+                        sin,
+                        mask,
+                        |k, v| match slot {
+                            Some(kv) => kv.append(&k, &v),
+                            None => {
+                                *slot = Some(LayerKv::new(&k, &v)?);
+                                Ok((k, v))
+                            }
+                        },
+                    )?;
+                    if let Some(kv) = slot.as_mut() {
+                        kv.stacked = Some(stacked);
+                    }
+                    Ok(y)
                 }
             };
         }
