@@ -433,6 +433,14 @@ fn run(
     let f = lw.gate.dim(0)?;
     let rep = dm.heads / dm.kv;
     let scale = 1.0 / (dm.hd as f32).sqrt();
+    if cos.len() != n * dm.hd / 2 || sin.len() != cos.len() || !dm.heads.is_multiple_of(dm.kv) {
+        candle_core::bail!(
+            "curric-decoder-layer: rotary tables of {} values for {b}×{w} positions, {} heads over {} KV heads",
+            cos.len(),
+            dm.heads,
+            dm.kv
+        );
+    }
     let xd = x.detach().contiguous()?;
     let ln1 = lw.ln1.flatten_all()?.to_vec1::<f32>()?;
     let ln2 = lw.ln2.flatten_all()?.to_vec1::<f32>()?;
