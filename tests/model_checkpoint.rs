@@ -251,3 +251,31 @@ fn preset_sizes() {
         Err(ModelError::UnknownPreset(_))
     ));
 }
+
+/// `curric bench --model` on a text-only checkpoint: its prompts carry no image (a plain
+/// Qwen2 decoder rejects one), and it prints one row for the directory.
+#[test]
+fn bench_measures_a_text_only_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("qwen2-text");
+    std::fs::create_dir(&ckpt).unwrap();
+    write_hf_checkpoint(&ckpt);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_curric"))
+        .args(["bench", "--quick", "--prompts", "2", "--group", "2"])
+        .args(["--new-tokens", "4", "--model"])
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("qwen2-text"))
+        .collect();
+    assert_eq!(rows.len(), 1, "{stdout}");
+    assert!(
+        !stdout.contains("nano"),
+        "presets are not measured with --model: {stdout}"
+    );
+}
