@@ -302,6 +302,20 @@ fn merge_heads(
     });
 }
 
+/// Rows `[N, H·hd]` → query heads `[B, H, W, hd]`: [`merge_heads`] undone, no rotation.
+fn rows_to_heads(src: &[f32], dm: Dims) -> Vec<f32> {
+    let Dims { w, hd, heads, .. } = dm;
+    let mut out = vec![0f32; src.len()];
+    out.par_chunks_mut(w * hd).enumerate().for_each(|(bh, o)| {
+        let (bi, h) = (bh / heads, bh % heads);
+        for t in 0..w {
+            let s = (bi * w + t) * dm.qd() + h * hd;
+            o[t * hd..(t + 1) * hd].copy_from_slice(&src[s..s + hd]);
+        }
+    });
+    out
+}
+
 /// Softmax of `scale · s + mask` over rows of scores `[B, KV, rep·W, S]`; the mask is
 /// `[B, W, S]` (shared by heads).
 fn attn_softmax(s: &[f32], mask: &[f32], dm: Dims, scale: f32) -> Vec<f32> {
@@ -652,20 +666,7 @@ fn backward(saved: &Saved, g: &Tensor, weight_grads: bool) -> Result<(Tensor, Op
 
     // Attention: attn = a Woᵀ.
     let da = dx1.matmul(&sv.o)?;
-    let mut doh = vec![0f32; n * dm.qd()];
-    {
-        // Rows → heads [B, H, W, hd] (the inverse of merge_heads, no rotation).
-        let hd = dm.hd;
-        read(&da, |src| {
-            doh.par_chunks_mut(w * hd).enumerate().for_each(|(bh, o)| {
-                let (bi, h) = (bh / dm.heads, bh % dm.heads);
-                for t in 0..w {
-                    let s = (bi * w + t) * dm.qd() + h * hd;
-                    o[t * hd..(t + 1) * hd].copy_from_slice(&src[s..s + hd]);
-                }
-            })
-        })?;
-    }
+    let doh = read(&da, |src| rows_to_heads(src, dm))?;
     let doh = tensor(doh, (dm.b, dm.kv, rep * w, dm.hd), &g)?;
     let dp = doh.matmul(&sv.vh.t()?)?;
     let dvh = sv.p.t()?.matmul(&doh)?;
@@ -732,21 +733,8 @@ mod tests {
 
     use crate::model::config::DecoderConfig;
     use crate::model::nn::causal_mask;
-    use crate::model::ops::with_primitives;
+    use crate::model::ops::{max_abs_diff as max_abs, with_primitives};
     use crate::model::qwen2::Decoder;
-
-    fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     /// The fused layer against the same decoder from primitives: hidden states, and the
     /// gradient of every weight and of the input embeddings, on a left-padded batch with

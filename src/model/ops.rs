@@ -287,6 +287,14 @@ impl RopeTables {
     }
 }
 
+/// Largest absolute elementwise difference: what the fused ops' tests compare.
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+        .expect("tensors of one shape")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,18 +315,7 @@ mod tests {
         let wts = Tensor::from_vec(wts, shape, &Device::Cpu).unwrap();
         let a = fused_f(x.as_tensor()).unwrap();
         let b = slow_f(x.as_tensor()).unwrap();
-        let diff = |p: &Tensor, q: &Tensor| {
-            (p - q)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
+        let diff = max_abs_diff;
         assert!(diff(&a, &b) < 1e-5, "forward differs by {}", diff(&a, &b));
         let ga = (a * &wts).unwrap().sum_all().unwrap().backward().unwrap();
         let gb = (b * &wts).unwrap().sum_all().unwrap().backward().unwrap();
