@@ -9,9 +9,9 @@
 //! `CustomOp2` over the layer input and its weights packed into one vector. `loss.backward()`
 //! works as before, and gradients reach each weight through the pack's `cat`.
 //!
-//! Used where `ops::fused` holds (CPU, f32, fused ops on), without a KV cache and without
-//! Qwen3's q/k norms; elsewhere the layer runs from primitives. `tests` compare values and
-//! every gradient with that path.
+//! Used where `ops::fused` holds (CPU, f32, fused ops on), Qwen2's q/k/v biases and Qwen3's
+//! q/k norms included; with a KV cache as inference (`forward_cached`). Elsewhere (CUDA, bf16)
+//! the layer runs from primitives. `tests` compare values and every gradient with that path.
 
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +26,8 @@ pub struct LayerWeights {
     pub v: Tensor,
     /// q, k and v biases (Qwen2 has them, Qwen3 not).
     pub qkv_bias: Option<(Tensor, Tensor, Tensor)>,
+    /// Qwen3's RMSNorm weights `[hd]` over each query and key head (never with biases).
+    pub qk_norm: Option<(Tensor, Tensor)>,
     pub o: Tensor,
     pub ln2: Tensor,
     pub gate: Tensor,
@@ -43,6 +45,9 @@ impl LayerWeights {
         let mut t = vec![&self.ln1, &self.q, &self.k, &self.v];
         if let Some((bq, bk, bv)) = &self.qkv_bias {
             t.extend([bq, bk, bv]);
+        }
+        if let Some((nq, nk)) = &self.qk_norm {
+            t.extend([nq, nk]);
         }
         t.extend([&self.o, &self.ln2, &self.gate, &self.up, &self.down]);
         t
@@ -191,6 +196,78 @@ fn swiglu_bwd(gu: &[f32], dm: &[f32], f: usize) -> Vec<f32> {
             }
         });
     d
+}
+
+/// Qwen3's per-head RMSNorm of the query and key columns of rows `[q | k | v]`; values pass
+/// unchanged.
+fn head_norm(qkv: &[f32], wq: &[f32], wk: &[f32], dm: Dims, eps: f32) -> Vec<f32> {
+    let (width, hd, qd) = (dm.qkv(), dm.hd, dm.qd());
+    let mut out = qkv.to_vec();
+    out.par_chunks_mut(width * rows_per_task(width))
+        .for_each(|block| {
+            for row in block.chunks_exact_mut(width) {
+                let (q, kv) = row.split_at_mut(qd);
+                let heads = q
+                    .chunks_exact_mut(hd)
+                    .map(|h| (h, wq))
+                    .chain(kv[..dm.kvd()].chunks_exact_mut(hd).map(|h| (h, wk)));
+                for (h, w) in heads {
+                    let r = 1.0 / (h.iter().map(|a| a * a).sum::<f32>() / hd as f32 + eps).sqrt();
+                    h.iter_mut().zip(w).for_each(|(a, wi)| *a *= r * wi);
+                }
+            }
+        });
+    out
+}
+
+/// [`head_norm`]'s backward, in place: `d` holds the gradient of the normed columns and
+/// receives that of the raw ones (`raw`); returns the norm weights' gradients, summed in
+/// chunk order.
+fn head_norm_bwd(
+    d: &mut [f32],
+    raw: &[f32],
+    wq: &[f32],
+    wk: &[f32],
+    dm: Dims,
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let (width, hd, qd, kvd) = (dm.qkv(), dm.hd, dm.qd(), dm.kvd());
+    let k = rows_per_task(width);
+    let partial = d
+        .par_chunks_mut(width * k)
+        .zip(raw.par_chunks(width * k))
+        .map(|(db, rb)| {
+            let (mut dwq, mut dwk) = (vec![0f32; hd], vec![0f32; hd]);
+            for (drow, rrow) in db.chunks_exact_mut(width).zip(rb.chunks_exact(width)) {
+                for c in (0..qd + kvd).step_by(hd) {
+                    let (w, dw) = if c < qd {
+                        (wq, &mut dwq)
+                    } else {
+                        (wk, &mut dwk)
+                    };
+                    let (g, x) = (&mut drow[c..c + hd], &rrow[c..c + hd]);
+                    let r = 1.0 / (x.iter().map(|a| a * a).sum::<f32>() / hd as f32 + eps).sqrt();
+                    let mut m = 0f32;
+                    for j in 0..hd {
+                        dw[j] += g[j] * x[j] * r;
+                        m += g[j] * w[j] * x[j] * r;
+                    }
+                    m /= hd as f32;
+                    for j in 0..hd {
+                        g[j] = r * (g[j] * w[j] - x[j] * r * m);
+                    }
+                }
+            }
+            (dwq, dwk)
+        })
+        .collect::<Vec<_>>();
+    let sum =
+        |a: Vec<f32>, b: &Vec<f32>| -> Vec<f32> { a.iter().zip(b).map(|(x, y)| x + y).collect() };
+    partial
+        .iter()
+        .fold((vec![0f32; hd], vec![0f32; hd]), |(aq, ak), (bq, bk)| {
+            (sum(aq, bq), sum(ak, bk))
+        })
 }
 
 /// Shapes of one layer call.
@@ -404,6 +481,8 @@ struct Acts {
     x: Tensor,
     r1: Vec<f32>,
     n1: Tensor,
+    /// With q/k norms: their weights and the projections before them `[N, qkv]`.
+    qk_norm: Option<(Vec<f32>, Vec<f32>, Tensor)>,
     qh: Tensor,
     /// Keys and values `[B, KV, S, hd]` the queries attended to.
     kh: Tensor,
@@ -466,7 +545,18 @@ fn run(
         Some((bq, bk, bv)) => Some(Tensor::cat(&[bq, bk, bv], 0)?.to_vec1::<f32>()?),
         None => None,
     };
-    let [qh, kh, vh] = read(&qkv, |s| split_heads(s, bias.as_deref(), dm, cos, sin))?;
+    let qk_norm = match &lw.qk_norm {
+        Some((nq, nk)) => Some((nq.to_vec1::<f32>()?, nk.to_vec1::<f32>()?)),
+        None => None,
+    };
+    let normed = match &qk_norm {
+        Some((wq, wk)) => Some(read(&qkv, |s| head_norm(s, wq, wk, dm, lw.eps))?),
+        None => None,
+    };
+    let [qh, kh, vh] = match &normed {
+        Some(v) => split_heads(v, None, dm, cos, sin),
+        None => read(&qkv, |s| split_heads(s, bias.as_deref(), dm, cos, sin))?,
+    };
     let qh = tensor(qh, (b, dm.kv, rep * w, dm.hd), x)?;
     let (kh, vh) = kv(
         tensor(kh, (b, dm.kv, w, dm.hd), x)?,
@@ -513,6 +603,7 @@ fn run(
         x: xd,
         r1,
         n1,
+        qk_norm: qk_norm.map(|(wq, wk)| (wq, wk, qkv)),
         qh,
         kh,
         vh,
@@ -533,6 +624,7 @@ struct Saved {
     cos: Arc<Vec<f32>>,
     sin: Arc<Vec<f32>>,
     has_bias: bool,
+    eps: f32,
 }
 
 /// The autograd node: input `x` `[B, W, d]` and the packed weights; its forward hands over
@@ -615,6 +707,7 @@ pub fn forward(
             cos: cos.clone(),
             sin: sin.clone(),
             has_bias: lw.qkv_bias.is_some(),
+            eps: lw.eps,
         }),
         weight_grads,
     };
@@ -688,6 +781,12 @@ fn backward(saved: &Saved, g: &Tensor, weight_grads: bool) -> Result<(Tensor, Op
     read(&dvh.contiguous()?, |x| {
         merge_heads(x, dm.kv, dm, &mut dqkv, width, dm.qd() + dm.kvd(), None)
     })?;
+    let dnorm = match &sv.qk_norm {
+        Some((wq, wk, raw)) => Some(read(raw, |r| {
+            head_norm_bwd(&mut dqkv, r, wq, wk, dm, saved.eps)
+        })?),
+        None => None,
+    };
     let dqkv = tensor(dqkv, (n, width), &g)?;
     let dn1 = dqkv.matmul(&sv.wqkv)?;
     let (dx, dln1) = read(&dn1, |dn| {
@@ -712,6 +811,10 @@ fn backward(saved: &Saved, g: &Tensor, weight_grads: bool) -> Result<(Tensor, Op
         wg.push(db.narrow(0, 0, qd)?);
         wg.push(db.narrow(0, qd, kvd)?);
         wg.push(db.narrow(0, qd + kvd, kvd)?);
+    }
+    if let Some((dwq, dwk)) = dnorm {
+        wg.push(Tensor::from_vec(dwq, dm.hd, g.device())?);
+        wg.push(Tensor::from_vec(dwk, dm.hd, g.device())?);
     }
     wg.push(dx1.t()?.matmul(&sv.a)?);
     wg.push(Tensor::from_vec(dln2, d, g.device())?);
@@ -739,7 +842,7 @@ mod tests {
     /// The fused layer against the same decoder from primitives: hidden states, and the
     /// gradient of every weight and of the input embeddings, on a left-padded batch with
     /// grouped-query heads and q/k/v biases.
-    fn parity(bias: bool) {
+    fn parity(bias: bool, qk_norm: bool) {
         let dev = Device::Cpu;
         let cfg = DecoderConfig {
             vocab_size: 50,
@@ -754,17 +857,17 @@ mod tests {
             tie_word_embeddings: true,
             head_dim: None,
             attention_bias: bias,
-            qk_norm: false,
+            qk_norm,
             mrope: None,
         };
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
         let dec = Decoder::new(&cfg, vb).unwrap();
-        // Biases start at zero in a VarMap: make them count.
+        // Biases start at zero and norm weights at one: make them count.
         for (name, var) in vm.data().lock().unwrap().iter() {
             let t = var.as_tensor();
             let noise = (Tensor::randn(0f32, 0.3, t.shape(), &dev).unwrap() + 0.05).unwrap();
-            if name.ends_with("bias") || name.contains("layernorm") {
+            if name.ends_with("bias") || name.contains("norm") {
                 var.set(&(t + noise).unwrap()).unwrap();
             }
         }
@@ -803,7 +906,10 @@ mod tests {
             .collect();
         vars.push(("input".into(), x.clone()));
         let layer_vars = vars.iter().filter(|(n, _)| n.contains("layers.")).count();
-        assert_eq!(layer_vars, 2 * if bias { 12 } else { 9 });
+        assert_eq!(
+            layer_vars,
+            2 * (9 + 3 * bias as usize + 2 * qk_norm as usize)
+        );
         // The embedding table is not used by a forward from embeddings.
         vars.retain(|(n, _)| !n.contains("embed_tokens"));
         for (name, var) in &vars {
@@ -820,11 +926,16 @@ mod tests {
 
     #[test]
     fn fused_layer_matches_primitives_with_biases() {
-        parity(true);
+        parity(true, false);
     }
 
     #[test]
     fn fused_layer_matches_primitives_without_biases() {
-        parity(false);
+        parity(false, false);
+    }
+
+    #[test]
+    fn fused_layer_matches_primitives_with_qk_norms() {
+        parity(false, true);
     }
 }

@@ -297,7 +297,7 @@ impl Layer {
     }
 
     /// The layer's weights for `fused_layer`, where it applies: CPU f32 with host rotary
-    /// tables, a mask, and no q/k norms. With a cache the fused layer is inference only (it
+    /// tables and a mask. With a cache the fused layer is inference only (it
     /// records no graph), as sampling is; without one it is a single autograd node.
     fn fused_weights(
         &self,
@@ -308,7 +308,7 @@ impl Layer {
         let at = &self.self_attn;
         let (b, t, _) = h.dims3()?;
         let full_mask = mask.is_some_and(|m| m.dims().len() == 4 && m.dims()[..3] == [b, 1, t]);
-        if rope.host().is_none() || !full_mask || at.qk_norm.is_some() {
+        if rope.host().is_none() || !full_mask {
             return Ok(None);
         }
         if !super::ops::fused(h) {
@@ -319,7 +319,8 @@ impl Layer {
             (None, None, None) => None,
             _ => return Ok(None),
         };
-        if at.o_proj.bias().is_some() {
+        // Norms after biases are not a layer any checkpoint has; the fused layer does not do it.
+        if at.o_proj.bias().is_some() || (bias.is_some() && at.qk_norm.is_some()) {
             return Ok(None);
         }
         let lw = fused_layer::LayerWeights {
@@ -328,6 +329,10 @@ impl Layer {
             k: at.k_proj.weight().clone(),
             v: at.v_proj.weight().clone(),
             qkv_bias: bias,
+            qk_norm: at
+                .qk_norm
+                .as_ref()
+                .map(|(q, k)| (q.weight().clone(), k.weight().clone())),
             o: at.o_proj.weight().clone(),
             ln2: self.post_attention_layernorm.weight().clone(),
             gate: self.mlp.gate_proj.weight().clone(),
