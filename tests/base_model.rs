@@ -85,14 +85,10 @@ fn rerunning_base_curr_reproduces_the_shipped_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let plan = plan_of(&root().join("curricula/base.curr"));
     let opts = RunOptions {
-        run_dir: tmp.path().join("run"),
-        device: None,
         quiet: true,
         checkpoint_every: 500,
         keep: 1,
-        crash_after: None,
-        crash_phase: None,
-        pass_rates: None,
+        ..RunOptions::new(tmp.path().join("run"))
     };
     run_plan(&plan, &opts, &std::sync::atomic::AtomicBool::new(false)).unwrap();
     let shipped = Provenance::load(&root().join("models/shapes-base")).unwrap();

@@ -79,14 +79,10 @@ fn plan_of(text: &str) -> Plan {
 
 fn opts(dir: &Path) -> RunOptions {
     RunOptions {
-        run_dir: dir.to_path_buf(),
-        device: None,
         quiet: true,
         checkpoint_every: 2,
         keep: 3,
-        crash_after: None,
-        crash_phase: None,
-        pass_rates: None,
+        ..RunOptions::new(dir.to_path_buf())
     }
 }
 

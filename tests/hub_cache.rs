@@ -38,14 +38,10 @@ stage look { kind = eval  capabilities = [perception]  levels = [easy]  n = 2  m
     let plan = curric::plan::plan(&checked.curriculum.expect("checks")).expect("plans");
     let runs = tempfile::tempdir().unwrap();
     let opts = RunOptions {
-        run_dir: runs.path().to_path_buf(),
-        device: None,
         quiet: true,
         checkpoint_every: 2,
         keep: 2,
-        crash_after: None,
-        crash_phase: None,
-        pass_rates: None,
+        ..RunOptions::new(runs.path().to_path_buf())
     };
     run_plan(&plan, &opts, &AtomicBool::new(false)).expect("runs from the cache");
     assert_eq!(status(&plan, runs.path()).unwrap()["look"], "fresh");

@@ -83,14 +83,10 @@ fn outcome(text: &str) -> String {
         .unwrap_or_else(|| panic!("does not check:\n{text}\n{}", checked.report));
     let plan = curric::plan::plan(&c).unwrap();
     let opts = RunOptions {
-        run_dir: dir.path().to_path_buf(),
-        device: None,
         quiet: true,
         checkpoint_every: 100,
         keep: 1,
-        crash_after: None,
-        crash_phase: None,
-        pass_rates: None,
+        ..RunOptions::new(dir.path().to_path_buf())
     };
     run_plan(&plan, &opts, &AtomicBool::new(false)).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let m = Manifest::load(&dir.path().join("manifest.toml"))

@@ -138,14 +138,10 @@ stage final {{
         let plan = curric::plan::plan(&c).expect("plans");
         let dir = tempfile::tempdir().unwrap();
         let opts = RunOptions {
-            run_dir: dir.path().to_path_buf(),
-            device: None,
             quiet: true,
             checkpoint_every: 2,
             keep: 2,
-            crash_after: None,
-            crash_phase: None,
-            pass_rates: None,
+            ..RunOptions::new(dir.path().to_path_buf())
         };
         let ran = |out: Vec<PhaseOutcome>| -> Vec<String> {
             out.into_iter()
@@ -280,14 +276,10 @@ stage look { kind = eval  capabilities = [perception]  levels = [easy]  n = 2  m
     let plan = curric::plan::plan(&checked.curriculum.expect("checks")).expect("plans");
     let runs = tempfile::tempdir().unwrap();
     let opts = RunOptions {
-        run_dir: runs.path().to_path_buf(),
-        device: None,
         quiet: true,
         checkpoint_every: 2,
         keep: 2,
-        crash_after: None,
-        crash_phase: None,
-        pass_rates: None,
+        ..RunOptions::new(runs.path().to_path_buf())
     };
     run_plan(&plan, &opts, &AtomicBool::new(false)).expect("runs");
     assert_eq!(status(&plan, runs.path()).unwrap()["look"], "fresh");

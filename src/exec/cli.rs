@@ -44,10 +44,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub quiet: bool,
     /// Checkpoint every N steps (and always at a phase's end).
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = super::runner::RunOptions::CHECKPOINT_EVERY)]
     pub checkpoint_every: u64,
     /// Checkpoints kept per phase (the newest ones).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = super::runner::RunOptions::KEEP)]
     pub keep: usize,
     /// Run this phase alone, as a root (its parents ran elsewhere, e.g. on EasyR1); use a
     /// fresh run directory for it.
@@ -138,14 +138,13 @@ pub fn run(args: RunArgs) -> ExitCode {
         return run_easyr1(&args, &plan, run_dir);
     }
     let opts = super::runner::RunOptions {
-        run_dir: run_dir.clone(),
         device: args.device.clone(),
         quiet: args.quiet,
         checkpoint_every: args.checkpoint_every,
         keep: args.keep.max(1),
         crash_after: args.stop_after_steps,
-        crash_phase: None,
         pass_rates,
+        ..super::runner::RunOptions::new(run_dir.clone())
     };
     let flag = super::progress::interrupt_flag();
     let t0 = std::time::Instant::now();

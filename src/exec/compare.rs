@@ -635,14 +635,10 @@ pub fn compare(args: &CompareArgs, interrupt: &AtomicBool) -> Result<Table> {
                 bar.set_message(format!("{name} seed {seed}"));
                 let result = adopt_shared(&plan, &dir, &runs_root).and_then(|_| {
                     let opts = RunOptions {
-                        run_dir: dir.clone(),
                         device: args.device.clone(),
                         quiet: true,
-                        checkpoint_every: 25,
-                        keep: 2,
                         crash_after: args.stop_after_steps,
-                        crash_phase: None,
-                        pass_rates: None,
+                        ..RunOptions::new(dir.clone())
                     };
                     run_plan(&plan, &opts, interrupt)
                 });

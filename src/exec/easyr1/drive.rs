@@ -466,14 +466,10 @@ impl Job<'_> {
             .expect("the phase is in the plan");
         let inner = self.dir.join("curric");
         let opts = crate::exec::runner::RunOptions {
-            run_dir: inner.clone(),
             device: self.o.device.clone(),
             quiet: self.o.quiet,
-            checkpoint_every: 25,
-            keep: 2,
-            crash_after: None,
-            crash_phase: None,
             pass_rates: Some(table.clone()),
+            ..crate::exec::runner::RunOptions::new(inner.clone())
         };
         let outcomes =
             crate::exec::runner::run_plan(&one, &opts, crate::exec::progress::interrupt_flag())?;

@@ -75,6 +75,28 @@ pub struct RunOptions {
     pub pass_rates: Option<PassRateTable>,
 }
 
+impl RunOptions {
+    /// `curric run`'s `--checkpoint-every` default.
+    pub const CHECKPOINT_EVERY: u64 = 25;
+    /// `curric run`'s `--keep` default.
+    pub const KEEP: usize = 2;
+
+    /// A run into `run_dir` with `curric run`'s defaults: the plan's device, progress bars,
+    /// no pass rates from elsewhere.
+    pub fn new(run_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            run_dir: run_dir.into(),
+            device: None,
+            quiet: false,
+            checkpoint_every: Self::CHECKPOINT_EVERY,
+            keep: Self::KEEP,
+            crash_after: None,
+            crash_phase: None,
+            pass_rates: None,
+        }
+    }
+}
+
 /// What happened to each phase.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PhaseOutcome {
