@@ -18,6 +18,9 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::attn_kernel::{self, Heads};
+use super::matmul::{copied, matmul, matmul_acc, matmul_to, zeroed, Mat};
+
 /// The weights of one layer, detached, as the forward and backward read them.
 pub struct LayerWeights {
     pub ln1: Tensor,
@@ -54,8 +57,11 @@ impl LayerWeights {
     }
 }
 
-/// Reads a contiguous CPU f32 tensor in place.
+/// Reads a CPU f32 tensor's values in order: in place where they are contiguous.
 fn read<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    if !t.is_contiguous() {
+        return read(&t.contiguous()?, f);
+    }
     let (st, l) = t.storage_and_layout();
     let Storage::Cpu(cs) = &*st else {
         candle_core::bail!("fused layer: tensor not on the CPU")
@@ -64,6 +70,34 @@ fn read<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
         candle_core::bail!("fused layer: tensor not contiguous")
     };
     Ok(f(&cs.as_slice::<f32>()?[a..b]))
+}
+
+/// Reads keys or values `[B, KV, S, hd]` in place where their blocks are evenly spaced rows
+/// (a KV cache's view into its reserved capacity is); copies them otherwise.
+fn read_heads<R>(t: &Tensor, f: impl FnOnce(Heads) -> R) -> Result<R> {
+    let (b, kv, s, hd) = t.dims4()?;
+    let view = {
+        let (st, l) = t.storage_and_layout();
+        let Storage::Cpu(cs) = &*st else {
+            candle_core::bail!("fused layer: tensor not on the CPU")
+        };
+        let data = &cs.as_slice::<f32>()?[l.start_offset()..];
+        let st_ = l.stride();
+        let block = st_[1];
+        let fits = (b * kv - 1) * block + s * hd <= data.len();
+        let even =
+            st_[3] == 1 && st_[2] == hd && (b == 1 || st_[0] == kv * block) && block >= s * hd;
+        if fits && even && b * kv > 0 {
+            return Ok(f(Heads { data, block }));
+        }
+        t.contiguous()?
+    };
+    read(&view, |data| {
+        f(Heads {
+            data,
+            block: s * hd,
+        })
+    })
 }
 
 fn tensor(v: Vec<f32>, shape: impl Into<Shape>, like: &Tensor) -> Result<Tensor> {
@@ -79,7 +113,7 @@ fn rows_per_task(width: usize) -> usize {
 fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
     let n = w.len();
     let rows = x.len() / n;
-    let mut y = vec![0f32; x.len()];
+    let mut y = zeroed(x.len());
     let mut r = vec![0f32; rows];
     let k = rows_per_task(n);
     y.par_chunks_mut(n * k)
@@ -112,7 +146,7 @@ fn rms_norm_bwd(
 ) -> (Vec<f32>, Vec<f32>) {
     let n = w.len();
     let k = rows_per_task(n);
-    let mut dx = vec![0f32; x.len()];
+    let mut dx = zeroed(x.len());
     let partial = dx
         .par_chunks_mut(n * k)
         .zip(g.par_chunks(n * k))
@@ -157,7 +191,7 @@ fn silu(x: f32) -> f32 {
 /// `silu(g) ⊙ u` of rows `[g | u]` (`2f` wide).
 fn swiglu(gu: &[f32], f: usize) -> Vec<f32> {
     let rows = gu.len() / (2 * f);
-    let mut m = vec![0f32; rows * f];
+    let mut m = zeroed(rows * f);
     let k = rows_per_task(2 * f);
     m.par_chunks_mut(f * k)
         .zip(gu.par_chunks(2 * f * k))
@@ -175,7 +209,7 @@ fn swiglu(gu: &[f32], f: usize) -> Vec<f32> {
 /// Gradient `[dg | du]` of [`swiglu`] given `dm`: `dg = dm u σ(g)(1 + g(1 − σ(g)))`,
 /// `du = dm silu(g)`.
 fn swiglu_bwd(gu: &[f32], dm: &[f32], f: usize) -> Vec<f32> {
-    let mut d = vec![0f32; gu.len()];
+    let mut d = zeroed(gu.len());
     let k = rows_per_task(2 * f);
     d.par_chunks_mut(2 * f * k)
         .zip(gu.par_chunks(2 * f * k))
@@ -202,7 +236,7 @@ fn swiglu_bwd(gu: &[f32], dm: &[f32], f: usize) -> Vec<f32> {
 /// unchanged.
 fn head_norm(qkv: &[f32], wq: &[f32], wk: &[f32], dm: Dims, eps: f32) -> Vec<f32> {
     let (width, hd, qd) = (dm.qkv(), dm.hd, dm.qd());
-    let mut out = qkv.to_vec();
+    let mut out = copied(qkv);
     out.par_chunks_mut(width * rows_per_task(width))
         .for_each(|block| {
             for row in block.chunks_exact_mut(width) {
@@ -324,7 +358,7 @@ fn split_heads(
     let half = hd / 2;
     let width = dm.qkv();
     let split = |nh: usize, col0: usize, rope: bool| -> Vec<f32> {
-        let mut out = vec![0f32; b * nh * w * hd];
+        let mut out = zeroed(b * nh * w * hd);
         // One task per (batch row, head): W × hd values.
         out.par_chunks_mut(w * hd).enumerate().for_each(|(bh, o)| {
             let (bi, h) = (bh / nh, bh % nh);
@@ -382,7 +416,7 @@ fn merge_heads(
 /// Rows `[N, H·hd]` → query heads `[B, H, W, hd]`: [`merge_heads`] undone, no rotation.
 fn rows_to_heads(src: &[f32], dm: Dims) -> Vec<f32> {
     let Dims { w, hd, heads, .. } = dm;
-    let mut out = vec![0f32; src.len()];
+    let mut out = zeroed(src.len());
     out.par_chunks_mut(w * hd).enumerate().for_each(|(bh, o)| {
         let (bi, h) = (bh / heads, bh % heads);
         for t in 0..w {
@@ -393,107 +427,61 @@ fn rows_to_heads(src: &[f32], dm: Dims) -> Vec<f32> {
     out
 }
 
-/// Softmax of `scale · s + mask` over rows of scores `[B, KV, rep·W, S]`; the mask is
-/// `[B, W, S]` (shared by heads).
-fn attn_softmax(s: &[f32], mask: &[f32], dm: Dims, scale: f32) -> Vec<f32> {
-    let (w, len) = (dm.w, mask.len() / (dm.b * dm.w));
-    let rows_per_b = dm.heads * w;
-    let mut p = vec![0f32; s.len()];
-    p.par_chunks_mut(len)
-        .zip(s.par_chunks(len))
-        .enumerate()
-        .for_each(|(row, (pr, sr))| {
-            let (bi, t) = (row / rows_per_b, row % w);
-            let mr = &mask[(bi * w + t) * len..(bi * w + t + 1) * len];
-            let mut max = f32::NEG_INFINITY;
-            for ((o, a), m) in pr.iter_mut().zip(sr).zip(mr) {
-                *o = a * scale + m;
-                max = max.max(*o);
-            }
-            let mut sum = 0f32;
-            for o in pr.iter_mut() {
-                *o = (*o - max).exp();
-                sum += *o;
-            }
-            let inv = 1.0 / sum;
-            pr.iter_mut().for_each(|o| *o *= inv);
-        });
-    p
-}
-
-/// Gradient of the scores through [`attn_softmax`]: `scale · p ⊙ (dp − Σ dp ⊙ p)`.
-fn attn_softmax_bwd(p: &[f32], dp: &[f32], len: usize, scale: f32) -> Vec<f32> {
-    let mut ds = vec![0f32; p.len()];
-    ds.par_chunks_mut(len)
-        .zip(p.par_chunks(len))
-        .zip(dp.par_chunks(len))
-        .for_each(|((o, pr), dr)| {
-            let dot: f32 = pr.iter().zip(dr).map(|(a, b)| a * b).sum();
-            for ((o, a), b) in o.iter_mut().zip(pr).zip(dr) {
-                *o = scale * a * (b - dot);
-            }
-        });
-    ds
-}
-
-fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
-    let mut o = vec![0f32; a.len()];
-    o.par_chunks_mut(16384)
-        .zip(a.par_chunks(16384))
-        .zip(b.par_chunks(16384))
-        .for_each(|((o, a), b)| {
-            for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
-                *o = a + b;
-            }
-        });
-    o
-}
-
 /// A layer's q, k, v weights stacked `[qd + 2·kvd, d]` and gate, up `[2f, d]`: one matmul
 /// each. Stacking copies the weights, so a KV cache keeps them for the decode steps of the
 /// generation it belongs to, during which the weights cannot change.
 #[derive(Debug, Clone)]
 pub struct Stacked {
-    qkv: Tensor,
-    gu: Tensor,
+    qkv: Arc<Vec<f32>>,
+    gu: Arc<Vec<f32>>,
 }
 
 impl Stacked {
     fn new(lw: &LayerWeights) -> Result<Self> {
+        let cat = |ts: &[&Tensor]| -> Result<Arc<Vec<f32>>> {
+            let mut v = Vec::new();
+            for t in ts {
+                read(t, |s| v.extend_from_slice(s))?;
+            }
+            Ok(Arc::new(v))
+        };
         Ok(Self {
-            qkv: Tensor::cat(&[&lw.q, &lw.k, &lw.v], 0)?.detach(),
-            gu: Tensor::cat(&[&lw.gate, &lw.up], 0)?.detach(),
+            qkv: cat(&[&lw.q, &lw.k, &lw.v])?,
+            gu: cat(&[&lw.gate, &lw.up])?,
         })
     }
 }
 
-/// The forward's activations: what the backward reads.
+/// The forward's activations: what the backward reads (rows `[N, ·]` unless said).
 struct Acts {
     dm: Dims,
+    attn: attn_kernel::Dims,
+    f: usize,
     scale: f32,
-    /// Detached weights: `[q; k; v]` and `[gate; up]` stacked, `o`, `down`, the norms.
-    wqkv: Tensor,
-    wgu: Tensor,
+    stacked: Stacked,
+    /// Detached weights `o` `[d, qd]` and `down` `[d, f]`.
     o: Tensor,
     down: Tensor,
     ln1: Vec<f32>,
     ln2: Vec<f32>,
     x: Tensor,
     r1: Vec<f32>,
-    n1: Tensor,
+    n1: Vec<f32>,
     /// With q/k norms: their weights and the projections before them `[N, qkv]`.
-    qk_norm: Option<(Vec<f32>, Vec<f32>, Tensor)>,
-    qh: Tensor,
-    /// Keys and values `[B, KV, S, hd]` the queries attended to.
+    qk_norm: Option<(Vec<f32>, Vec<f32>, Vec<f32>)>,
+    /// Rotated queries `[B, KV, rep·W, hd]`, and the keys and values `[B, KV, S, hd]` they
+    /// attended to.
+    qh: Vec<f32>,
     kh: Tensor,
     vh: Tensor,
-    p: Tensor,
-    a: Tensor,
-    x1: Tensor,
+    /// Attention probabilities `[B, KV, rep·W, S]`.
+    p: Vec<f32>,
+    a: Vec<f32>,
+    x1: Vec<f32>,
     r2: Vec<f32>,
-    n2: Tensor,
-    gu: Tensor,
-    m: Tensor,
+    n2: Vec<f32>,
+    gu: Vec<f32>,
+    m: Vec<f32>,
 }
 
 /// The layer's forward on `x` `[B, T, d]`: rotary tables `[B, T, hd/2]`, an additive mask
@@ -509,7 +497,7 @@ fn run(
     mask: &Tensor,
     kv: impl FnOnce(Tensor, Tensor) -> Result<(Tensor, Tensor)>,
 ) -> Result<(Vec<f32>, Acts)> {
-    let Stacked { qkv: wqkv, gu: wgu } = match stacked {
+    let stacked = match stacked {
         Some(s) => s,
         None => Stacked::new(lw)?,
     };
@@ -534,13 +522,13 @@ fn run(
             dm.kv
         );
     }
+    let (qd, width) = (dm.qd(), dm.qkv());
     let xd = x.detach().contiguous()?;
     let ln1 = lw.ln1.flatten_all()?.to_vec1::<f32>()?;
     let ln2 = lw.ln2.flatten_all()?.to_vec1::<f32>()?;
 
     let (n1, r1) = read(&xd, |xs| rms_norm(xs, &ln1, lw.eps))?;
-    let n1 = tensor(n1, (n, d), x)?;
-    let qkv = n1.matmul(&wqkv.t()?)?;
+    let qkv = matmul(Mat::new(&n1, n, d), Mat::new(&stacked.qkv, width, d).t());
     let bias = match &lw.qkv_bias {
         Some((bq, bk, bv)) => Some(Tensor::cat(&[bq, bk, bv], 0)?.to_vec1::<f32>()?),
         None => None,
@@ -549,15 +537,10 @@ fn run(
         Some((nq, nk)) => Some((nq.to_vec1::<f32>()?, nk.to_vec1::<f32>()?)),
         None => None,
     };
-    let normed = match &qk_norm {
-        Some((wq, wk)) => Some(read(&qkv, |s| head_norm(s, wq, wk, dm, lw.eps))?),
-        None => None,
+    let [qh, kh, vh] = match &qk_norm {
+        Some((wq, wk)) => split_heads(&head_norm(&qkv, wq, wk, dm, lw.eps), None, dm, cos, sin),
+        None => split_heads(&qkv, bias.as_deref(), dm, cos, sin),
     };
-    let [qh, kh, vh] = match &normed {
-        Some(v) => split_heads(v, None, dm, cos, sin),
-        None => read(&qkv, |s| split_heads(s, bias.as_deref(), dm, cos, sin))?,
-    };
-    let qh = tensor(qh, (b, dm.kv, rep * w, dm.hd), x)?;
     let (kh, vh) = kv(
         tensor(kh, (b, dm.kv, w, dm.hd), x)?,
         tensor(vh, (b, dm.kv, w, dm.hd), x)?,
@@ -569,35 +552,42 @@ fn run(
             mask.dims()
         );
     }
-    let s = qh.matmul(&kh.t()?)?;
+    let ad = attn_kernel::Dims {
+        b,
+        kv: dm.kv,
+        rep,
+        w,
+        s: keys,
+        hd: dm.hd,
+    };
     let mask = mask.contiguous()?;
-    let p = read(&s, |s| read(&mask, |m| attn_softmax(s, m, dm, scale)))??;
-    let p = tensor(p, (b, dm.kv, rep * w, keys), x)?;
-    let o = p.matmul(&vh)?;
-    let mut a = vec![0f32; n * dm.qd()];
-    read(&o, |o| {
-        merge_heads(o, dm.heads, dm, &mut a, dm.qd(), 0, None)
+    let (p, o) = read(&mask, |m| {
+        read_heads(&kh, |k| {
+            read_heads(&vh, |v| attn_kernel::forward(&qh, k, v, m, ad, scale))
+        })
+    })???;
+    let mut a = zeroed(n * qd);
+    merge_heads(&o, dm.heads, dm, &mut a, qd, 0, None);
+    // Residual adds ride on the products: x1 = x + a Woᵀ, out = x1 + m Wdᵀ.
+    let mut x1 = read(&xd, copied)?;
+    read(&lw.o, |wo| {
+        matmul_acc(&mut x1, Mat::new(&a, n, qd), Mat::new(wo, d, qd).t())
     })?;
-    let a = tensor(a, (n, dm.qd()), x)?;
-    let wo = lw.o.detach();
-    let attn = a.matmul(&wo.t()?)?;
-    let x1 = read(&xd, |xs| read(&attn, |at| add(xs, at)))??;
-    let x1 = tensor(x1, (n, d), x)?;
-    let (n2, r2) = read(&x1, |xs| rms_norm(xs, &ln2, lw.eps))?;
-    let n2 = tensor(n2, (n, d), x)?;
-    let gu = n2.matmul(&wgu.t()?)?;
-    let m = read(&gu, |g| swiglu(g, f))?;
-    let m = tensor(m, (n, f), x)?;
-    let wdown = lw.down.detach();
-    let y = m.matmul(&wdown.t()?)?;
-    let out = read(&x1, |xs| read(&y, |ys| add(xs, ys)))??;
+    let (n2, r2) = rms_norm(&x1, &ln2, lw.eps);
+    let gu = matmul(Mat::new(&n2, n, d), Mat::new(&stacked.gu, 2 * f, d).t());
+    let m = swiglu(&gu, f);
+    let mut out = copied(&x1);
+    read(&lw.down, |wd| {
+        matmul_acc(&mut out, Mat::new(&m, n, f), Mat::new(wd, d, f).t())
+    })?;
     let acts = Acts {
         dm,
+        attn: ad,
+        f,
         scale,
-        wqkv,
-        wgu,
-        o: wo,
-        down: wdown,
+        stacked,
+        o: lw.o.detach(),
+        down: lw.down.detach(),
         ln1,
         ln2,
         x: xd,
@@ -661,12 +651,16 @@ impl CustomOp2 for LayerOp {
     fn bwd(
         &self,
         x: &Tensor,
-        _pack: &Tensor,
+        pack: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = backward(&self.saved, &grad.contiguous()?, self.weight_grads)?;
-        let dx = dx.reshape(x.shape())?;
+        let (dx, dw) = read(grad, |g| backward(&self.saved, g, self.weight_grads))??;
+        let dx = Tensor::from_vec(dx, x.shape(), x.device())?;
+        let dw = match dw {
+            Some(v) => Some(Tensor::from_vec(v, pack.shape(), x.device())?),
+            None => None,
+        };
         Ok((Some(dx), dw))
     }
 }
@@ -727,106 +721,112 @@ pub fn forward_cached(
     append: impl FnOnce(Tensor, Tensor) -> Result<(Tensor, Tensor)>,
 ) -> Result<(Tensor, Stacked)> {
     let (out, acts) = run(x, lw, stacked, cos, sin, mask, append)?;
-    let stacked = Stacked {
-        qkv: acts.wqkv,
-        gu: acts.wgu,
-    };
-    Ok((Tensor::from_vec(out, x.shape(), x.device())?, stacked))
+    Ok((Tensor::from_vec(out, x.shape(), x.device())?, acts.stacked))
+}
+
+/// Column sums of rows `cols` wide, in a fixed order (reruns are bit-identical).
+fn col_sums(x: &[f32], cols: usize) -> Vec<f32> {
+    let k = rows_per_task(cols);
+    x.par_chunks(cols * k)
+        .map(|blk| {
+            let mut s = vec![0f32; cols];
+            for row in blk.chunks_exact(cols) {
+                s.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+            }
+            s
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(vec![0f32; cols], |mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+            a
+        })
+}
+
+/// `n` rows of `cols` values.
+fn rows(v: &[f32], cols: usize) -> Mat<'_> {
+    Mat::new(v, v.len() / cols.max(1), cols)
+}
+
+/// Splits the next `len` values off the front of `rest`.
+fn take<'a>(rest: &mut &'a mut [f32], len: usize) -> &'a mut [f32] {
+    let (head, tail) = std::mem::take(rest).split_at_mut(len);
+    *rest = tail;
+    head
 }
 
 /// The layer's backward from the output gradient `g` `[B, W, d]`: the input gradient and,
-/// when asked, the packed weight gradients.
-fn backward(saved: &Saved, g: &Tensor, weight_grads: bool) -> Result<(Tensor, Option<Tensor>)> {
+/// when asked, the weight gradients packed in [`LayerWeights::tensors`]' order.
+fn backward(saved: &Saved, g: &[f32], weight_grads: bool) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
     let sv = &saved.acts;
     let dm = sv.dm;
-    let (n, d) = (dm.b * dm.w, dm.d);
-    let (w, rep) = (dm.w, dm.heads / dm.kv);
-    let f = sv.m.dim(1)?;
-    let g = g.reshape((n, d))?;
-    let mut wg: Vec<Tensor> = Vec::new();
+    let (n, d, f) = (dm.b * dm.w, dm.d, sv.f);
+    let (qd, kvd, width) = (dm.qd(), dm.kvd(), dm.qkv());
+    let st = &sv.stacked;
 
     // MLP: y = m Wdᵀ, m = swiglu(n2 Wguᵀ).
-    let dm_ = g.matmul(&sv.down)?;
-    let dgu = read(&sv.gu, |gu| read(&dm_, |dmv| swiglu_bwd(gu, dmv, f)))??;
-    let dgu = tensor(dgu, (n, 2 * f), &g)?;
-    let dn2 = dgu.matmul(&sv.wgu)?;
-    let (dx1, dln2) = read(&dn2, |dn| {
-        read(&sv.x1, |x1| {
-            read(&g, |gr| rms_norm_bwd(dn, x1, &sv.r2, &sv.ln2, gr))
-        })
-    })???;
-    let dx1 = tensor(dx1, (n, d), &g)?;
+    let dm_ = read(&sv.down, |wd| matmul(Mat::new(g, n, d), Mat::new(wd, d, f)))?;
+    let dgu = swiglu_bwd(&sv.gu, &dm_, f);
+    drop(dm_);
+    let dn2 = matmul(Mat::new(&dgu, n, 2 * f), Mat::new(&st.gu, 2 * f, d));
+    let (dx1, dln2) = rms_norm_bwd(&dn2, &sv.x1, &sv.r2, &sv.ln2, g);
+    drop(dn2);
 
     // Attention: attn = a Woᵀ.
-    let da = dx1.matmul(&sv.o)?;
-    let doh = read(&da, |src| rows_to_heads(src, dm))?;
-    let doh = tensor(doh, (dm.b, dm.kv, rep * w, dm.hd), &g)?;
-    let dp = doh.matmul(&sv.vh.t()?)?;
-    let dvh = sv.p.t()?.matmul(&doh)?;
-    let ds = read(&sv.p, |p| {
-        read(&dp, |dpv| attn_softmax_bwd(p, dpv, w, sv.scale))
-    })??;
-    let ds = tensor(ds, (dm.b, dm.kv, rep * w, w), &g)?;
-    let dqh = ds.matmul(&sv.kh)?;
-    let dkh = ds.t()?.matmul(&sv.qh)?;
-    let width = dm.qkv();
-    let mut dqkv = vec![0f32; n * width];
-    let tabs = Some((saved.cos.as_slice(), saved.sin.as_slice()));
-    read(&dqh, |x| {
-        merge_heads(x, dm.heads, dm, &mut dqkv, width, 0, tabs)
+    let da = read(&sv.o, |wo| {
+        matmul(Mat::new(&dx1, n, d), Mat::new(wo, d, qd))
     })?;
-    read(&dkh, |x| {
-        merge_heads(x, dm.kv, dm, &mut dqkv, width, dm.qd(), tabs)
-    })?;
-    read(&dvh.contiguous()?, |x| {
-        merge_heads(x, dm.kv, dm, &mut dqkv, width, dm.qd() + dm.kvd(), None)
-    })?;
-    let dnorm = match &sv.qk_norm {
-        Some((wq, wk, raw)) => Some(read(raw, |r| {
-            head_norm_bwd(&mut dqkv, r, wq, wk, dm, saved.eps)
-        })?),
-        None => None,
-    };
-    let dqkv = tensor(dqkv, (n, width), &g)?;
-    let dn1 = dqkv.matmul(&sv.wqkv)?;
-    let (dx, dln1) = read(&dn1, |dn| {
-        read(&sv.x, |x| {
-            read(&dx1, |r| rms_norm_bwd(dn, x, &sv.r1, &sv.ln1, r))
+    let doh = rows_to_heads(&da, dm);
+    drop(da);
+    let [dqh, dkh, dvh] = read_heads(&sv.kh, |k| {
+        read_heads(&sv.vh, |v| {
+            attn_kernel::backward(&sv.qh, k, v, &sv.p, &doh, sv.attn, sv.scale)
         })
-    })???;
-    let dx = tensor(dx, (n, d), &g)?;
+    })??;
+    let mut dqkv = zeroed(n * width);
+    let tabs = Some((saved.cos.as_slice(), saved.sin.as_slice()));
+    merge_heads(&dqh, dm.heads, dm, &mut dqkv, width, 0, tabs);
+    merge_heads(&dkh, dm.kv, dm, &mut dqkv, width, qd, tabs);
+    merge_heads(&dvh, dm.kv, dm, &mut dqkv, width, qd + kvd, None);
+    let dnorm = sv
+        .qk_norm
+        .as_ref()
+        .map(|(wq, wk, raw)| head_norm_bwd(&mut dqkv, raw, wq, wk, dm, saved.eps));
+    let dn1 = matmul(Mat::new(&dqkv, n, width), Mat::new(&st.qkv, width, d));
+    let (dx, dln1) = read(&sv.x, |x| rms_norm_bwd(&dn1, x, &sv.r1, &sv.ln1, &dx1))?;
 
     if !weight_grads {
         return Ok((dx, None));
     }
-    // Weight gradients, in pack order.
-    let dwqkv = dqkv.t()?.matmul(&sv.n1)?;
-    let (qd, kvd) = (dm.qd(), dm.kvd());
-    wg.push(Tensor::from_vec(dln1, d, g.device())?);
-    wg.push(dwqkv.narrow(0, 0, qd)?);
-    wg.push(dwqkv.narrow(0, qd, kvd)?);
-    wg.push(dwqkv.narrow(0, qd + kvd, kvd)?);
+    // Weight gradients straight into the pack: q, k, v are the stacked rows of `dWqkv`, gate
+    // and up those of `dWgu`.
+    let norms = if dnorm.is_some() { 2 * dm.hd } else { 0 };
+    let biases = if saved.has_bias { width } else { 0 };
+    let total = d + width * d + biases + norms + d * qd + d + 2 * f * d + d * f;
+    let mut pack = zeroed(total);
+    let mut rest = pack.as_mut_slice();
+    take(&mut rest, d).copy_from_slice(&dln1);
+    matmul_to(
+        take(&mut rest, width * d),
+        rows(&dqkv, width).t(),
+        rows(&sv.n1, d),
+    );
     if saved.has_bias {
-        let db = dqkv.sum(0)?;
-        wg.push(db.narrow(0, 0, qd)?);
-        wg.push(db.narrow(0, qd, kvd)?);
-        wg.push(db.narrow(0, qd + kvd, kvd)?);
+        take(&mut rest, width).copy_from_slice(&col_sums(&dqkv, width));
     }
     if let Some((dwq, dwk)) = dnorm {
-        wg.push(Tensor::from_vec(dwq, dm.hd, g.device())?);
-        wg.push(Tensor::from_vec(dwk, dm.hd, g.device())?);
+        take(&mut rest, dm.hd).copy_from_slice(&dwq);
+        take(&mut rest, dm.hd).copy_from_slice(&dwk);
     }
-    wg.push(dx1.t()?.matmul(&sv.a)?);
-    wg.push(Tensor::from_vec(dln2, d, g.device())?);
-    let dwgu = dgu.t()?.matmul(&sv.n2)?;
-    wg.push(dwgu.narrow(0, 0, f)?);
-    wg.push(dwgu.narrow(0, f, f)?);
-    wg.push(g.t()?.matmul(&sv.m)?);
-    let flat = wg
-        .iter()
-        .map(|t| t.flatten_all())
-        .collect::<Result<Vec<_>>>()?;
-    Ok((dx, Some(Tensor::cat(&flat, 0)?)))
+    matmul_to(take(&mut rest, d * qd), rows(&dx1, d).t(), rows(&sv.a, qd));
+    take(&mut rest, d).copy_from_slice(&dln2);
+    matmul_to(
+        take(&mut rest, 2 * f * d),
+        rows(&dgu, 2 * f).t(),
+        rows(&sv.n2, d),
+    );
+    matmul_to(take(&mut rest, d * f), rows(g, d).t(), rows(&sv.m, f));
+    Ok((dx, Some(pack)))
 }
 
 #[cfg(test)]

@@ -5,12 +5,14 @@
 //! own fused CPU ops with a backward (`ops`): candle-nn's fused softmax / norm / rope kernels
 //! have no backward pass.
 
+mod attn_kernel;
 pub mod chat;
 pub mod checkpoint;
 pub mod config;
 mod error;
 pub mod footprint;
 pub mod fused_layer;
+mod matmul;
 pub mod mrope;
 pub mod nn;
 pub mod ops;
