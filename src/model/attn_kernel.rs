@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use super::matmul::zeroed;
+use super::matmul::{matmul_to_serial, zeroed, Mat};
 
 /// Keys or values `[B, KV, S, hd]`, possibly a view into a larger buffer (a KV cache's
 /// reserved capacity): block `i` of the `B·KV` starts at `i · block`.
@@ -21,11 +21,15 @@ pub struct Heads<'a> {
 }
 
 impl Heads<'_> {
-    fn row(&self, bk: usize, s: usize, hd: usize) -> &[f32] {
-        let at = bk * self.block + s * hd;
-        &self.data[at..at + hd]
+    /// The `s × hd` rows of block `bk`.
+    fn block(&self, bk: usize, s: usize, hd: usize) -> &[f32] {
+        &self.data[bk * self.block..bk * self.block + s * hd]
     }
 }
+
+/// From this many query rows per task the products go through `gemm` (one thread per task);
+/// below it (decoding: one position per query head) plain dot products are faster.
+const GEMM_ROWS: usize = 16;
 
 /// Shapes: `b` batch rows, `kv` KV heads with `rep` query heads each, `w` queries, `s` keys,
 /// head width `hd`.
@@ -93,14 +97,23 @@ pub fn forward(
         .enumerate()
         .for_each(|(bk, ((pb, ob), qb))| {
             let bi = bk / kv;
-            for i in 0..qr {
+            let (kb, vb) = (k.block(bk, s, hd), v.block(bk, s, hd));
+            let big = qr >= GEMM_ROWS;
+            if big {
+                matmul_to_serial(pb, Mat::new(qb, qr, hd), Mat::new(kb, s, hd).t());
+            }
+            for (i, pr) in pb.chunks_exact_mut(s).enumerate() {
                 let t = i % w;
                 let mr = &mask[(bi * w + t) * s..(bi * w + t + 1) * s];
                 let qi = &qb[i * hd..(i + 1) * hd];
-                let pr = &mut pb[i * s..(i + 1) * s];
                 let mut max = f32::NEG_INFINITY;
                 for (j, (pj, m)) in pr.iter_mut().zip(mr).enumerate() {
-                    *pj = dot(qi, k.row(bk, j, hd)) * scale + m;
+                    let raw = if big {
+                        *pj
+                    } else {
+                        dot(qi, &kb[j * hd..(j + 1) * hd])
+                    };
+                    *pj = raw * scale + m;
                     max = max.max(*pj);
                 }
                 let mut sum = 0f32;
@@ -109,11 +122,16 @@ pub fn forward(
                     sum += *pj;
                 }
                 let inv = 1.0 / sum;
-                let oi = &mut ob[i * hd..(i + 1) * hd];
-                for (j, pj) in pr.iter_mut().enumerate() {
-                    *pj *= inv;
-                    axpy(oi, *pj, v.row(bk, j, hd));
+                pr.iter_mut().for_each(|pj| *pj *= inv);
+                if !big {
+                    let oi = &mut ob[i * hd..(i + 1) * hd];
+                    for (j, pj) in pr.iter().enumerate() {
+                        axpy(oi, *pj, &vb[j * hd..(j + 1) * hd]);
+                    }
                 }
+            }
+            if big {
+                matmul_to_serial(ob, Mat::new(pb, qr, s), Mat::new(vb, s, hd));
             }
         });
     (p, o)
@@ -142,23 +160,44 @@ pub fn backward(
         .zip(dv.par_chunks_mut(s * hd))
         .enumerate()
         .for_each(|(bk, ((dqb, dkb), dvb))| {
-            let mut ds = vec![0f32; s];
-            for i in 0..qr {
-                let pr = &p[(bk * qr + i) * s..(bk * qr + i + 1) * s];
-                let doi = &d_o[(bk * qr + i) * hd..(bk * qr + i + 1) * hd];
-                let qi = &q[(bk * qr + i) * hd..(bk * qr + i + 1) * hd];
-                // dp_j = do_i · v_j; ds_j = scale · p_j (dp_j − Σ p dp).
-                let mut pdp = 0f32;
-                for (j, (dsj, pj)) in ds.iter_mut().zip(pr).enumerate() {
-                    *dsj = dot(doi, v.row(bk, j, hd));
-                    pdp += pj * *dsj;
-                    axpy(&mut dvb[j * hd..(j + 1) * hd], *pj, doi);
+            let (kb, vb) = (k.block(bk, s, hd), v.block(bk, s, hd));
+            let pb = &p[bk * qr * s..(bk + 1) * qr * s];
+            let dob = &d_o[bk * qr * hd..(bk + 1) * qr * hd];
+            let qb = &q[bk * qr * hd..(bk + 1) * qr * hd];
+            let big = qr >= GEMM_ROWS;
+            // dp = do vᵀ, dv = pᵀ do.
+            let mut ds = vec![0f32; qr * s];
+            if big {
+                matmul_to_serial(&mut ds, Mat::new(dob, qr, hd), Mat::new(vb, s, hd).t());
+                matmul_to_serial(dvb, Mat::new(pb, qr, s).t(), Mat::new(dob, qr, hd));
+            } else {
+                for (i, dsr) in ds.chunks_exact_mut(s).enumerate() {
+                    let doi = &dob[i * hd..(i + 1) * hd];
+                    for (j, dsj) in dsr.iter_mut().enumerate() {
+                        *dsj = dot(doi, &vb[j * hd..(j + 1) * hd]);
+                        axpy(&mut dvb[j * hd..(j + 1) * hd], pb[i * s + j], doi);
+                    }
                 }
-                let dqi = &mut dqb[i * hd..(i + 1) * hd];
-                for (j, (dsj, pj)) in ds.iter_mut().zip(pr).enumerate() {
-                    *dsj = scale * pj * (*dsj - pdp);
-                    axpy(dqi, *dsj, k.row(bk, j, hd));
-                    axpy(&mut dkb[j * hd..(j + 1) * hd], *dsj, qi);
+            }
+            // ds = scale · p (dp − Σ p dp), row by row.
+            for (dsr, pr) in ds.chunks_exact_mut(s).zip(pb.chunks_exact(s)) {
+                let pdp: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                dsr.iter_mut()
+                    .zip(pr)
+                    .for_each(|(d, pj)| *d = scale * pj * (*d - pdp));
+            }
+            // dq = ds k, dk = dsᵀ q.
+            if big {
+                matmul_to_serial(dqb, Mat::new(&ds, qr, s), Mat::new(kb, s, hd));
+                matmul_to_serial(dkb, Mat::new(&ds, qr, s).t(), Mat::new(qb, qr, hd));
+            } else {
+                for (i, dsr) in ds.chunks_exact(s).enumerate() {
+                    let qi = &qb[i * hd..(i + 1) * hd];
+                    let dqi = &mut dqb[i * hd..(i + 1) * hd];
+                    for (j, dsj) in dsr.iter().enumerate() {
+                        axpy(dqi, *dsj, &kb[j * hd..(j + 1) * hd]);
+                        axpy(&mut dkb[j * hd..(j + 1) * hd], *dsj, qi);
+                    }
                 }
             }
         });
@@ -170,18 +209,25 @@ mod tests {
     use super::*;
 
     /// The kernel against a direct evaluation of the definition, on a GQA layout whose keys and
-    /// values sit in a larger buffer (as in a KV cache), with a masked position.
+    /// values sit in a larger buffer (as in a KV cache), with a masked position: with few query
+    /// rows per task (dot products) and with many (`gemm`).
     #[test]
     fn attention_matches_the_definition_and_its_gradient() {
-        let dm = Dims {
-            b: 2,
-            kv: 2,
-            rep: 2,
-            w: 3,
-            s: 4,
-            hd: 5,
-        };
-        let cap = 6;
+        for (w, s) in [(3, 4), (9, 11)] {
+            let dm = Dims {
+                b: 2,
+                kv: 2,
+                rep: 2,
+                w,
+                s,
+                hd: 5,
+            };
+            assert_eq!(dm.qrows() >= GEMM_ROWS, w == 9);
+            check(dm, s + 2);
+        }
+    }
+
+    fn check(dm: Dims, cap: usize) {
         let val = |i: usize| ((i * 37 % 101) as f32 / 50.0 - 1.0) * 0.7;
         let tasks = dm.b * dm.kv;
         let q: Vec<f32> = (0..tasks * dm.qrows() * dm.hd).map(val).collect();

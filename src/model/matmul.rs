@@ -51,7 +51,7 @@ impl<'a> Mat<'a> {
 /// # Safety
 /// `dst` must be valid for writes of `a.rows × b.cols` values, and initialised when
 /// accumulating.
-unsafe fn gemm_raw(dst: *mut f32, a: Mat, b: Mat, accumulate: bool) {
+unsafe fn gemm_raw(dst: *mut f32, a: Mat, b: Mat, accumulate: bool, threads: Parallelism) {
     assert_eq!(a.cols, b.rows, "inner dimensions {} and {}", a.cols, b.rows);
     let (m, k, n) = (a.rows, a.cols, b.cols);
     gemm(
@@ -73,7 +73,7 @@ unsafe fn gemm_raw(dst: *mut f32, a: Mat, b: Mat, accumulate: bool) {
         false,
         false,
         false,
-        Parallelism::Rayon(0),
+        threads,
     );
 }
 
@@ -87,7 +87,7 @@ pub fn matmul(a: Mat, b: Mat) -> Vec<f32> {
     // SAFETY: the capacity holds `len` values, and with `k > 0` gemm writes every one of them
     // without reading any, so all are initialised before `set_len`.
     unsafe {
-        gemm_raw(out.as_mut_ptr(), a, b, false);
+        gemm_raw(out.as_mut_ptr(), a, b, false, Parallelism::Rayon(0));
         out.set_len(len);
     }
     out
@@ -95,6 +95,15 @@ pub fn matmul(a: Mat, b: Mat) -> Vec<f32> {
 
 /// `dst := a·b` into a row-major slice (its old values are not read).
 pub fn matmul_to(dst: &mut [f32], a: Mat, b: Mat) {
+    write_to(dst, a, b, Parallelism::Rayon(0));
+}
+
+/// [`matmul_to`] on the calling thread only: for small products inside a parallel task.
+pub fn matmul_to_serial(dst: &mut [f32], a: Mat, b: Mat) {
+    write_to(dst, a, b, Parallelism::None);
+}
+
+fn write_to(dst: &mut [f32], a: Mat, b: Mat, threads: Parallelism) {
     assert_eq!(
         dst.len(),
         a.rows * b.cols,
@@ -107,7 +116,7 @@ pub fn matmul_to(dst: &mut [f32], a: Mat, b: Mat) {
         return;
     }
     // SAFETY: `dst` holds exactly the output's values.
-    unsafe { gemm_raw(dst.as_mut_ptr(), a, b, false) }
+    unsafe { gemm_raw(dst.as_mut_ptr(), a, b, false, threads) }
 }
 
 /// `dst += a·b`, row-major.
@@ -123,7 +132,7 @@ pub fn matmul_acc(dst: &mut [f32], a: Mat, b: Mat) {
         return;
     }
     // SAFETY: `dst` holds exactly the output's values, all initialised.
-    unsafe { gemm_raw(dst.as_mut_ptr(), a, b, true) }
+    unsafe { gemm_raw(dst.as_mut_ptr(), a, b, true, Parallelism::Rayon(0)) }
 }
 
 /// `n` zeros, written by all threads: `vec![0.0; n]` of a block the allocator reuses is one
@@ -191,6 +200,9 @@ mod tests {
         assert!(close(&y, &want));
         let mut z = vec![f32::NAN; 70 * 51];
         matmul_to(&mut z, am, bm);
+        assert!(close(&z, &naive(am, bm)));
+        let mut z = vec![f32::NAN; 70 * 51];
+        matmul_to_serial(&mut z, am, bm);
         assert!(close(&z, &naive(am, bm)));
         assert!(zeroed(100_000).iter().all(|v| *v == 0.0));
         assert_eq!(copied(&y), y);
