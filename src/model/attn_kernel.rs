@@ -5,8 +5,10 @@
 //! (37 × 64 × 37 on the TRL side-by-side's model, one query row while decoding) is too small
 //! for `gemm` to split over threads: the attention of a 128-row batch ran on one core while
 //! the others waited, a fifth of the main thread's time in a GRPO step. Here one task per
-//! (batch row, KV head) computes scores, softmax and the weighted values of its query heads;
-//! every task sums in a fixed order, so results do not depend on scheduling.
+//! (batch row, KV head) computes scores, softmax and the weighted values of its query heads,
+//! the products through `gemm` on the task's own thread (training, prefill) or as dot
+//! products (decoding); every task sums in a fixed order, so results do not depend on
+//! scheduling.
 
 use rayon::prelude::*;
 

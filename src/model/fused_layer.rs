@@ -4,10 +4,11 @@
 //! every node's gradient a fresh zeroed buffer plus an add (`GradStore::or_insert`), reshapes
 //! and transposes included: on the TRL side-by-side's model (4,736 tokens × 256 wide) that
 //! made the backward 3.4× the forward where the matmuls alone are 2×. Here the forward runs
-//! on detached tensors (candle's matmuls, curric's fused multi-threaded kernels for the
-//! element-wise parts), keeps what the backward needs, and joins the graph once: a
-//! `CustomOp2` over the layer input and its weights packed into one vector. `loss.backward()`
-//! works as before, and gradients reach each weight through the pack's `cat`.
+//! on detached values (products through `gemm` directly, see `matmul`; attention in
+//! `attn_kernel`; curric's multi-threaded kernels for the element-wise parts), keeps what the
+//! backward needs, and joins the graph once: a `CustomOp2` over the layer input and its
+//! weights packed into one vector. `loss.backward()` works as before, and gradients reach
+//! each weight through the pack's `cat`.
 //!
 //! Used where `ops::fused` holds (CPU, f32, fused ops on), Qwen2's q/k/v biases and Qwen3's
 //! q/k norms included; with a KV cache as inference (`forward_cached`). Elsewhere (CUDA, bf16)

@@ -95,32 +95,20 @@ pub fn matmul(a: Mat, b: Mat) -> Vec<f32> {
 
 /// `dst := a·b` into a row-major slice (its old values are not read).
 pub fn matmul_to(dst: &mut [f32], a: Mat, b: Mat) {
-    write_to(dst, a, b, Parallelism::Rayon(0));
+    product_into(dst, a, b, false, Parallelism::Rayon(0));
 }
 
 /// [`matmul_to`] on the calling thread only: for small products inside a parallel task.
 pub fn matmul_to_serial(dst: &mut [f32], a: Mat, b: Mat) {
-    write_to(dst, a, b, Parallelism::None);
-}
-
-fn write_to(dst: &mut [f32], a: Mat, b: Mat, threads: Parallelism) {
-    assert_eq!(
-        dst.len(),
-        a.rows * b.cols,
-        "output of {}×{}",
-        a.rows,
-        b.cols
-    );
-    if a.cols == 0 {
-        dst.fill(0.0);
-        return;
-    }
-    // SAFETY: `dst` holds exactly the output's values.
-    unsafe { gemm_raw(dst.as_mut_ptr(), a, b, false, threads) }
+    product_into(dst, a, b, false, Parallelism::None);
 }
 
 /// `dst += a·b`, row-major.
 pub fn matmul_acc(dst: &mut [f32], a: Mat, b: Mat) {
+    product_into(dst, a, b, true, Parallelism::Rayon(0));
+}
+
+fn product_into(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, threads: Parallelism) {
     assert_eq!(
         dst.len(),
         a.rows * b.cols,
@@ -129,10 +117,13 @@ pub fn matmul_acc(dst: &mut [f32], a: Mat, b: Mat) {
         b.cols
     );
     if a.cols == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
         return;
     }
-    // SAFETY: `dst` holds exactly the output's values, all initialised.
-    unsafe { gemm_raw(dst.as_mut_ptr(), a, b, true, Parallelism::Rayon(0)) }
+    // SAFETY: `dst` holds exactly the output's values, initialised when they are read.
+    unsafe { gemm_raw(dst.as_mut_ptr(), a, b, accumulate, threads) }
 }
 
 /// `n` zeros, written by all threads: `vec![0.0; n]` of a block the allocator reuses is one
