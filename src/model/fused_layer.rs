@@ -20,7 +20,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor}
 use rayon::prelude::*;
 
 use super::attn_kernel::{self, Heads};
-use super::matmul::{copied, matmul, matmul_acc, matmul_to, zeroed, Mat};
+use super::matmul::{copied, matmul, matmul_acc, matmul_to, transposed, zeroed, Mat};
 
 /// The weights of one layer, detached, as the forward and backward read them.
 pub struct LayerWeights {
@@ -428,27 +428,35 @@ fn rows_to_heads(src: &[f32], dm: Dims) -> Vec<f32> {
     out
 }
 
-/// A layer's q, k, v weights stacked `[qd + 2·kvd, d]` and gate, up `[2f, d]`: one matmul
-/// each. Stacking copies the weights, so a KV cache keeps them for the decode steps of the
-/// generation it belongs to, during which the weights cannot change.
+/// A layer's projection weights transposed, `[in, out]`, with q, k, v stacked `[d, qd + 2·kvd]`
+/// and gate, up `[d, 2f]`: one product each. Transposed, a weight is the column-major operand
+/// `gemm` reads without packing it first; stored as `[out, in]` it was packed on every call,
+/// on the calling thread for the outputs `d` wide, which in a decode step is most of the
+/// work besides the products. Building them copies the weights, so a KV cache keeps them for
+/// the decode steps of the generation it belongs to, during which the weights cannot change.
 #[derive(Debug, Clone)]
 pub struct Stacked {
     qkv: Arc<Vec<f32>>,
+    o: Arc<Vec<f32>>,
     gu: Arc<Vec<f32>>,
+    down: Arc<Vec<f32>>,
 }
 
 impl Stacked {
     fn new(lw: &LayerWeights) -> Result<Self> {
-        let cat = |ts: &[&Tensor]| -> Result<Arc<Vec<f32>>> {
+        let t = |ts: &[&Tensor]| -> Result<Arc<Vec<f32>>> {
             let mut v = Vec::new();
             for t in ts {
                 read(t, |s| v.extend_from_slice(s))?;
             }
-            Ok(Arc::new(v))
+            let cols = ts[0].dim(1)?;
+            Ok(Arc::new(transposed(&v, v.len() / cols, cols)))
         };
         Ok(Self {
-            qkv: cat(&[&lw.q, &lw.k, &lw.v])?,
-            gu: cat(&[&lw.gate, &lw.up])?,
+            qkv: t(&[&lw.q, &lw.k, &lw.v])?,
+            o: t(&[&lw.o])?,
+            gu: t(&[&lw.gate, &lw.up])?,
+            down: t(&[&lw.down])?,
         })
     }
 }
@@ -460,9 +468,6 @@ struct Acts {
     f: usize,
     scale: f32,
     stacked: Stacked,
-    /// Detached weights `o` `[d, qd]` and `down` `[d, f]`.
-    o: Tensor,
-    down: Tensor,
     ln1: Vec<f32>,
     ln2: Vec<f32>,
     x: Tensor,
@@ -529,7 +534,7 @@ fn run(
     let ln2 = lw.ln2.flatten_all()?.to_vec1::<f32>()?;
 
     let (n1, r1) = read(&xd, |xs| rms_norm(xs, &ln1, lw.eps))?;
-    let qkv = matmul(Mat::new(&n1, n, d), Mat::new(&stacked.qkv, width, d).t());
+    let qkv = matmul(Mat::new(&n1, n, d), Mat::new(&stacked.qkv, d, width));
     let bias = match &lw.qkv_bias {
         Some((bq, bk, bv)) => Some(Tensor::cat(&[bq, bk, bv], 0)?.to_vec1::<f32>()?),
         None => None,
@@ -571,24 +576,18 @@ fn run(
     merge_heads(&o, dm.heads, dm, &mut a, qd, 0, None);
     // Residual adds ride on the products: x1 = x + a Woᵀ, out = x1 + m Wdᵀ.
     let mut x1 = read(&xd, copied)?;
-    read(&lw.o, |wo| {
-        matmul_acc(&mut x1, Mat::new(&a, n, qd), Mat::new(wo, d, qd).t())
-    })?;
+    matmul_acc(&mut x1, Mat::new(&a, n, qd), Mat::new(&stacked.o, qd, d));
     let (n2, r2) = rms_norm(&x1, &ln2, lw.eps);
-    let gu = matmul(Mat::new(&n2, n, d), Mat::new(&stacked.gu, 2 * f, d).t());
+    let gu = matmul(Mat::new(&n2, n, d), Mat::new(&stacked.gu, d, 2 * f));
     let m = swiglu(&gu, f);
     let mut out = copied(&x1);
-    read(&lw.down, |wd| {
-        matmul_acc(&mut out, Mat::new(&m, n, f), Mat::new(wd, d, f).t())
-    })?;
+    matmul_acc(&mut out, Mat::new(&m, n, f), Mat::new(&stacked.down, f, d));
     let acts = Acts {
         dm,
         attn: ad,
         f,
         scale,
         stacked,
-        o: lw.o.detach(),
-        down: lw.down.detach(),
         ln1,
         ln2,
         x: xd,
@@ -766,17 +765,15 @@ fn backward(saved: &Saved, g: &[f32], weight_grads: bool) -> Result<(Vec<f32>, O
     let st = &sv.stacked;
 
     // MLP: y = m Wdᵀ, m = swiglu(n2 Wguᵀ).
-    let dm_ = read(&sv.down, |wd| matmul(Mat::new(g, n, d), Mat::new(wd, d, f)))?;
+    let dm_ = matmul(Mat::new(g, n, d), Mat::new(&st.down, f, d).t());
     let dgu = swiglu_bwd(&sv.gu, &dm_, f);
     drop(dm_);
-    let dn2 = matmul(Mat::new(&dgu, n, 2 * f), Mat::new(&st.gu, 2 * f, d));
+    let dn2 = matmul(Mat::new(&dgu, n, 2 * f), Mat::new(&st.gu, d, 2 * f).t());
     let (dx1, dln2) = rms_norm_bwd(&dn2, &sv.x1, &sv.r2, &sv.ln2, g);
     drop(dn2);
 
     // Attention: attn = a Woᵀ.
-    let da = read(&sv.o, |wo| {
-        matmul(Mat::new(&dx1, n, d), Mat::new(wo, d, qd))
-    })?;
+    let da = matmul(Mat::new(&dx1, n, d), Mat::new(&st.o, qd, d).t());
     let doh = rows_to_heads(&da, dm);
     drop(da);
     let [dqh, dkh, dvh] = read_heads(&sv.kh, |k| {
@@ -793,7 +790,7 @@ fn backward(saved: &Saved, g: &[f32], weight_grads: bool) -> Result<(Vec<f32>, O
         .qk_norm
         .as_ref()
         .map(|(wq, wk, raw)| head_norm_bwd(&mut dqkv, raw, wq, wk, dm, saved.eps));
-    let dn1 = matmul(Mat::new(&dqkv, n, width), Mat::new(&st.qkv, width, d));
+    let dn1 = matmul(Mat::new(&dqkv, n, width), Mat::new(&st.qkv, d, width).t());
     let (dx, dln1) = read(&sv.x, |x| rms_norm_bwd(&dn1, x, &sv.r1, &sv.ln1, &dx1))?;
 
     if !weight_grads {

@@ -126,6 +126,21 @@ fn product_into(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, threads: Para
     unsafe { gemm_raw(dst.as_mut_ptr(), a, b, accumulate, threads) }
 }
 
+/// The transpose of row-major `rows × cols`, row-major, written by all threads.
+pub fn transposed(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert_eq!(src.len(), rows * cols, "matrix of {rows}×{cols}");
+    let mut out = zeroed(src.len());
+    if rows == 0 {
+        return out;
+    }
+    out.par_chunks_mut(rows).enumerate().for_each(|(j, o)| {
+        for (i, x) in o.iter_mut().enumerate() {
+            *x = src[i * cols + j];
+        }
+    });
+    out
+}
+
 /// `n` zeros, written by all threads: `vec![0.0; n]` of a block the allocator reuses is one
 /// serial `memset` on the calling thread.
 pub fn zeroed(n: usize) -> Vec<f32> {
@@ -196,6 +211,8 @@ mod tests {
         matmul_to_serial(&mut z, am, bm);
         assert!(close(&z, &naive(am, bm)));
         assert!(zeroed(100_000).iter().all(|v| *v == 0.0));
+        let at = transposed(&a, 70, 33);
+        assert!((0..70).all(|i| (0..33).all(|j| at[j * 70 + i] == a[i * 33 + j])));
         assert_eq!(copied(&y), y);
     }
 }
