@@ -85,10 +85,12 @@ fn read_heads<R>(t: &Tensor, f: impl FnOnce(Heads) -> R) -> Result<R> {
         let data = &cs.as_slice::<f32>()?[l.start_offset()..];
         let st_ = l.stride();
         let block = st_[1];
-        let fits = (b * kv - 1) * block + s * hd <= data.len();
-        let even =
-            st_[3] == 1 && st_[2] == hd && (b == 1 || st_[0] == kv * block) && block >= s * hd;
-        if fits && even && b * kv > 0 {
+        let even = b * kv > 0
+            && st_[3] == 1
+            && st_[2] == hd
+            && (b == 1 || st_[0] == kv * block)
+            && block >= s * hd;
+        if even && (b * kv - 1) * block + s * hd <= data.len() {
             return Ok(f(Heads { data, block }));
         }
         t.contiguous()?
