@@ -12,6 +12,7 @@
 
 use rayon::prelude::*;
 
+use super::elementwise::exp_shifted;
 use super::matmul::{matmul_to_serial, zeroed, Mat};
 
 /// Keys or values `[B, KV, S, hd]`, possibly a view into a larger buffer (a KV cache's
@@ -118,12 +119,7 @@ pub fn forward(
                     *pj = raw * scale + m;
                     max = max.max(*pj);
                 }
-                let mut sum = 0f32;
-                for pj in pr.iter_mut() {
-                    *pj = (*pj - max).exp();
-                    sum += *pj;
-                }
-                let inv = 1.0 / sum;
+                let inv = 1.0 / exp_shifted(pr, max);
                 pr.iter_mut().for_each(|pj| *pj *= inv);
                 if !big {
                     let oi = &mut ob[i * hd..(i + 1) * hd];

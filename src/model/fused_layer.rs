@@ -20,6 +20,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor}
 use rayon::prelude::*;
 
 use super::attn_kernel::{self, Heads};
+use super::elementwise::{multiversion, sigmoid, silu};
 use super::matmul::{copied, matmul, matmul_acc, matmul_to, transposed, zeroed, Mat};
 
 /// The weights of one layer, detached, as the forward and backward read them.
@@ -187,10 +188,6 @@ fn rms_norm_bwd(
     (dx, dw)
 }
 
-fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
-}
-
 /// `silu(g) ⊙ u` of rows `[g | u]` (`2f` wide).
 fn swiglu(gu: &[f32], f: usize) -> Vec<f32> {
     let rows = gu.len() / (2 * f);
@@ -198,15 +195,19 @@ fn swiglu(gu: &[f32], f: usize) -> Vec<f32> {
     let k = rows_per_task(2 * f);
     m.par_chunks_mut(f * k)
         .zip(gu.par_chunks(2 * f * k))
-        .for_each(|(mb, gb)| {
-            for (mr, gr) in mb.chunks_exact_mut(f).zip(gb.chunks_exact(2 * f)) {
-                let (g, u) = gr.split_at(f);
-                for j in 0..f {
-                    mr[j] = silu(g[j]) * u[j];
-                }
-            }
-        });
+        .for_each(|(mb, gb)| swiglu_rows(mb, gb, f));
     m
+}
+
+multiversion! {
+    fn swiglu_rows(m: &mut [f32], gu: &[f32], f: usize) {
+        for (mr, gr) in m.chunks_exact_mut(f).zip(gu.chunks_exact(2 * f)) {
+            let (g, u) = gr.split_at(f);
+            for ((o, g), u) in mr.iter_mut().zip(g).zip(u) {
+                *o = silu(*g) * u;
+            }
+        }
+    }
 }
 
 /// Gradient `[dg | du]` of [`swiglu`] given `dm`: `dg = dm u σ(g)(1 + g(1 − σ(g)))`,
@@ -217,22 +218,26 @@ fn swiglu_bwd(gu: &[f32], dm: &[f32], f: usize) -> Vec<f32> {
     d.par_chunks_mut(2 * f * k)
         .zip(gu.par_chunks(2 * f * k))
         .zip(dm.par_chunks(f * k))
-        .for_each(|((db, gb), mb)| {
-            for ((dr, gr), mr) in db
-                .chunks_exact_mut(2 * f)
-                .zip(gb.chunks_exact(2 * f))
-                .zip(mb.chunks_exact(f))
-            {
-                let (g, u) = gr.split_at(f);
-                let (dg, du) = dr.split_at_mut(f);
-                for j in 0..f {
-                    let s = 1.0 / (1.0 + (-g[j]).exp());
-                    dg[j] = mr[j] * u[j] * s * (1.0 + g[j] * (1.0 - s));
-                    du[j] = mr[j] * g[j] * s;
-                }
-            }
-        });
+        .for_each(|((db, gb), mb)| swiglu_bwd_rows(db, gb, mb, f));
     d
+}
+
+multiversion! {
+    fn swiglu_bwd_rows(d: &mut [f32], gu: &[f32], dm: &[f32], f: usize) {
+        for ((dr, gr), mr) in d
+            .chunks_exact_mut(2 * f)
+            .zip(gu.chunks_exact(2 * f))
+            .zip(dm.chunks_exact(f))
+        {
+            let (g, u) = gr.split_at(f);
+            let (dg, du) = dr.split_at_mut(f);
+            for ((((dg, du), g), u), m) in dg.iter_mut().zip(du).zip(g).zip(u).zip(mr) {
+                let s = sigmoid(*g);
+                *dg = m * u * s * (1.0 + g * (1.0 - s));
+                *du = m * g * s;
+            }
+        }
+    }
 }
 
 /// Qwen3's per-head RMSNorm of the query and key columns of rows `[q | k | v]`; values pass

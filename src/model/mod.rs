@@ -9,6 +9,7 @@ mod attn_kernel;
 pub mod chat;
 pub mod checkpoint;
 pub mod config;
+mod elementwise;
 mod error;
 pub mod footprint;
 pub mod fused_layer;

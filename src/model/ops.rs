@@ -7,6 +7,8 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
+use super::elementwise::exp_shifted;
+
 /// Whether fused ops are enabled: on unless `CURRIC_FUSED_OPS=0` (to compare against the
 /// primitive path when debugging numerics).
 fn fused_enabled() -> bool {
@@ -55,12 +57,8 @@ impl CustomOp1 for Softmax {
         let mut y = vec![0f32; x.len()];
         for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
             let max = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for (a, b) in xr.iter().zip(yr.iter_mut()) {
-                *b = (a - max).exp();
-                sum += *b;
-            }
-            let inv = 1.0 / sum;
+            yr.copy_from_slice(xr);
+            let inv = 1.0 / exp_shifted(yr, max);
             yr.iter_mut().for_each(|v| *v *= inv);
         }
         Ok((CpuStorage::F32(y), l.shape().clone()))
@@ -96,8 +94,9 @@ impl CustomOp1 for LogSoftmax {
         let mut y = vec![0f32; x.len()];
         for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
             let max = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f32 = xr.iter().map(|a| (a - max).exp()).sum();
-            let lse = max + sum.ln();
+            // y holds e^(x − max) until the log-sum-exp is known.
+            yr.copy_from_slice(xr);
+            let lse = max + exp_shifted(yr, max).ln();
             for (a, b) in xr.iter().zip(yr.iter_mut()) {
                 *b = a - lse;
             }
