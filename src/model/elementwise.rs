@@ -22,7 +22,8 @@ pub fn exp(x: f32) -> f32 {
     // with two plain additions, which vectorise on every x86-64.
     const ROUND: f32 = 12_582_912.0;
     let c = x.clamp(LO, HI);
-    let n = (c * LOG2E + ROUND) - ROUND;
+    let t = c * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = c - n * LN2_HI - n * LN2_LO;
     // e^r on |r| ≤ ln2 / 2 (Cephes' minimax coefficients).
     let p = 1.987_569_1e-4;
@@ -32,8 +33,11 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 0.5;
     let p = p * r * r + r + 1.0;
-    // 2ⁿ, n in [−126, 127].
-    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2ⁿ, n in [−126, 127]. t's low mantissa bits hold n itself (t and ROUND share an
+    // exponent), so no float-to-int conversion is needed: Rust's saturating one does not
+    // vectorise.
+    let n_bits = t.to_bits().wrapping_sub(ROUND.to_bits());
+    let two_n = f32::from_bits(n_bits.wrapping_add(127) << 23);
     let y = p * two_n;
     if x < LO {
         0.0
