@@ -14,6 +14,7 @@
 //! q/k norms included; with a KV cache as inference (`forward_cached`). Elsewhere (CUDA, bf16)
 //! the layer runs from primitives. `tests` compare values and every gradient with that path.
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
@@ -21,7 +22,7 @@ use rayon::prelude::*;
 
 use super::attn_kernel::{self, Heads};
 use super::elementwise::{multiversion, sigmoid, silu};
-use super::matmul::{copied, matmul, matmul_acc, matmul_to, transposed, zeroed, Mat};
+use super::matmul::{copied, matmul, matmul_acc, matmul_to, transposed, written, zeroed, Mat};
 
 /// The weights of one layer, detached, as the forward and backward read them.
 pub struct LayerWeights {
@@ -117,25 +118,28 @@ fn rows_per_task(width: usize) -> usize {
 fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
     let n = w.len();
     let rows = x.len() / n;
-    let mut y = zeroed(x.len());
     let mut r = vec![0f32; rows];
     let k = rows_per_task(n);
-    y.par_chunks_mut(n * k)
-        .zip(r.par_chunks_mut(k))
-        .zip(x.par_chunks(n * k))
-        .for_each(|((yb, rb), xb)| {
-            for ((yr, ri), xr) in yb
-                .chunks_exact_mut(n)
-                .zip(rb.iter_mut())
-                .zip(xb.chunks_exact(n))
-            {
-                let ms = xr.iter().map(|a| a * a).sum::<f32>() / n as f32;
-                *ri = 1.0 / (ms + eps).sqrt();
-                for ((o, a), wi) in yr.iter_mut().zip(xr).zip(w) {
-                    *o = a * *ri * wi;
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(n * k)
+            .zip(r.par_chunks_mut(k))
+            .zip(x.par_chunks(n * k))
+            .for_each(|((yb, rb), xb)| {
+                for ((yr, ri), xr) in yb
+                    .chunks_exact_mut(n)
+                    .zip(rb.iter_mut())
+                    .zip(xb.chunks_exact(n))
+                {
+                    let ms = xr.iter().map(|a| a * a).sum::<f32>() / n as f32;
+                    *ri = 1.0 / (ms + eps).sqrt();
+                    for ((o, a), wi) in yr.iter_mut().zip(xr).zip(w) {
+                        o.write(a * *ri * wi);
+                    }
                 }
-            }
-        });
+            })
+    };
+    // SAFETY: every row of x (a whole number of rows) writes its row of y.
+    let y = unsafe { written(x.len(), fill) };
     (y, r)
 }
 
@@ -150,36 +154,40 @@ fn rms_norm_bwd(
 ) -> (Vec<f32>, Vec<f32>) {
     let n = w.len();
     let k = rows_per_task(n);
-    let mut dx = zeroed(x.len());
-    let partial = dx
-        .par_chunks_mut(n * k)
-        .zip(g.par_chunks(n * k))
-        .zip(x.par_chunks(n * k))
-        .zip(r.par_chunks(k))
-        .zip(residual.par_chunks(n * k))
-        .map(|((((db, gb), xb), rb), resb)| {
-            let mut dw = vec![0f32; n];
-            for ((((dr, gr), xr), ri), res) in db
-                .chunks_exact_mut(n)
-                .zip(gb.chunks_exact(n))
-                .zip(xb.chunks_exact(n))
-                .zip(rb)
-                .zip(resb.chunks_exact(n))
-            {
-                let mut m = 0f32;
-                for j in 0..n {
-                    let xh = xr[j] * ri;
-                    dw[j] += gr[j] * xh;
-                    m += gr[j] * w[j] * xh;
+    let mut partial = Vec::new();
+    let fill = |dx: &mut [MaybeUninit<f32>]| {
+        partial = dx
+            .par_chunks_mut(n * k)
+            .zip(g.par_chunks(n * k))
+            .zip(x.par_chunks(n * k))
+            .zip(r.par_chunks(k))
+            .zip(residual.par_chunks(n * k))
+            .map(|((((db, gb), xb), rb), resb)| {
+                let mut dw = vec![0f32; n];
+                for ((((dr, gr), xr), ri), res) in db
+                    .chunks_exact_mut(n)
+                    .zip(gb.chunks_exact(n))
+                    .zip(xb.chunks_exact(n))
+                    .zip(rb)
+                    .zip(resb.chunks_exact(n))
+                {
+                    let mut m = 0f32;
+                    for j in 0..n {
+                        let xh = xr[j] * ri;
+                        dw[j] += gr[j] * xh;
+                        m += gr[j] * w[j] * xh;
+                    }
+                    m /= n as f32;
+                    for j in 0..n {
+                        dr[j].write(res[j] + ri * (gr[j] * w[j] - xr[j] * ri * m));
+                    }
                 }
-                m /= n as f32;
-                for j in 0..n {
-                    dr[j] = res[j] + ri * (gr[j] * w[j] - xr[j] * ri * m);
-                }
-            }
-            dw
-        })
-        .collect::<Vec<_>>();
+                dw
+            })
+            .collect::<Vec<_>>()
+    };
+    // SAFETY: every row of x (a whole number of rows, as g and residual) writes its row.
+    let dx = unsafe { written(x.len(), fill) };
     // Summed in chunk order, not as the threads finish: runs repeat bit for bit.
     let dw = partial.into_iter().fold(vec![0f32; n], |mut a, b| {
         a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
@@ -191,20 +199,22 @@ fn rms_norm_bwd(
 /// `silu(g) ⊙ u` of rows `[g | u]` (`2f` wide).
 fn swiglu(gu: &[f32], f: usize) -> Vec<f32> {
     let rows = gu.len() / (2 * f);
-    let mut m = zeroed(rows * f);
     let k = rows_per_task(2 * f);
-    m.par_chunks_mut(f * k)
-        .zip(gu.par_chunks(2 * f * k))
-        .for_each(|(mb, gb)| swiglu_rows(mb, gb, f));
-    m
+    let fill = |m: &mut [MaybeUninit<f32>]| {
+        m.par_chunks_mut(f * k)
+            .zip(gu.par_chunks(2 * f * k))
+            .for_each(|(mb, gb)| swiglu_rows(mb, gb, f))
+    };
+    // SAFETY: every row of gu writes its row of m.
+    unsafe { written(rows * f, fill) }
 }
 
 multiversion! {
-    fn swiglu_rows(m: &mut [f32], gu: &[f32], f: usize) {
+    fn swiglu_rows(m: &mut [MaybeUninit<f32>], gu: &[f32], f: usize) {
         for (mr, gr) in m.chunks_exact_mut(f).zip(gu.chunks_exact(2 * f)) {
             let (g, u) = gr.split_at(f);
             for ((o, g), u) in mr.iter_mut().zip(g).zip(u) {
-                *o = silu(*g) * u;
+                o.write(silu(*g) * u);
             }
         }
     }
@@ -213,17 +223,19 @@ multiversion! {
 /// Gradient `[dg | du]` of [`swiglu`] given `dm`: `dg = dm u σ(g)(1 + g(1 − σ(g)))`,
 /// `du = dm silu(g)`.
 fn swiglu_bwd(gu: &[f32], dm: &[f32], f: usize) -> Vec<f32> {
-    let mut d = zeroed(gu.len());
     let k = rows_per_task(2 * f);
-    d.par_chunks_mut(2 * f * k)
-        .zip(gu.par_chunks(2 * f * k))
-        .zip(dm.par_chunks(f * k))
-        .for_each(|((db, gb), mb)| swiglu_bwd_rows(db, gb, mb, f));
-    d
+    let fill = |d: &mut [MaybeUninit<f32>]| {
+        d.par_chunks_mut(2 * f * k)
+            .zip(gu.par_chunks(2 * f * k))
+            .zip(dm.par_chunks(f * k))
+            .for_each(|((db, gb), mb)| swiglu_bwd_rows(db, gb, mb, f))
+    };
+    // SAFETY: every row of gu (dm has as many) writes its row of d.
+    unsafe { written(gu.len(), fill) }
 }
 
 multiversion! {
-    fn swiglu_bwd_rows(d: &mut [f32], gu: &[f32], dm: &[f32], f: usize) {
+    fn swiglu_bwd_rows(d: &mut [MaybeUninit<f32>], gu: &[f32], dm: &[f32], f: usize) {
         for ((dr, gr), mr) in d
             .chunks_exact_mut(2 * f)
             .zip(gu.chunks_exact(2 * f))
@@ -233,8 +245,8 @@ multiversion! {
             let (dg, du) = dr.split_at_mut(f);
             for ((((dg, du), g), u), m) in dg.iter_mut().zip(du).zip(g).zip(u).zip(mr) {
                 let s = sigmoid(*g);
-                *dg = m * u * s * (1.0 + g * (1.0 - s));
-                *du = m * g * s;
+                dg.write(m * u * s * (1.0 + g * (1.0 - s)));
+                du.write(m * g * s);
             }
         }
     }

@@ -156,6 +156,19 @@ pub fn zeroed(n: usize) -> Vec<f32> {
     v
 }
 
+/// `n` values, all written by `fill` before anything reads them: a kernel that overwrites its
+/// whole output need not pay [`zeroed`]'s pass over memory first.
+///
+/// # Safety
+/// `fill` must write every one of the `n` values.
+pub unsafe fn written(n: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v = Vec::<f32>::with_capacity(n);
+    fill(&mut v.spare_capacity_mut()[..n]);
+    // SAFETY: the caller's promise.
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// A copy of `src`, written by all threads.
 pub fn copied(src: &[f32]) -> Vec<f32> {
     let mut v = zeroed(src.len());
