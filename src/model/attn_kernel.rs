@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::elementwise::exp_shifted;
+use super::elementwise::{exp_shifted, multiversion};
 use super::matmul::{matmul_to_serial, zeroed, Mat};
 
 /// Keys or values `[B, KV, S, hd]`, possibly a view into a larger buffer (a KV cache's
@@ -101,38 +101,59 @@ pub fn forward(
         .for_each(|(bk, ((pb, ob), qb))| {
             let bi = bk / kv;
             let (kb, vb) = (k.block(bk, s, hd), v.block(bk, s, hd));
-            let big = qr >= GEMM_ROWS;
-            if big {
-                matmul_to_serial(pb, Mat::new(qb, qr, hd), Mat::new(kb, s, hd).t());
-            }
-            for (i, pr) in pb.chunks_exact_mut(s).enumerate() {
-                let t = i % w;
-                let mr = &mask[(bi * w + t) * s..(bi * w + t + 1) * s];
-                let qi = &qb[i * hd..(i + 1) * hd];
-                let mut max = f32::NEG_INFINITY;
-                for (j, (pj, m)) in pr.iter_mut().zip(mr).enumerate() {
-                    let raw = if big {
-                        *pj
-                    } else {
-                        dot(qi, &kb[j * hd..(j + 1) * hd])
-                    };
-                    *pj = raw * scale + m;
-                    max = max.max(*pj);
-                }
-                let inv = 1.0 / exp_shifted(pr, max);
-                pr.iter_mut().for_each(|pj| *pj *= inv);
-                if !big {
-                    let oi = &mut ob[i * hd..(i + 1) * hd];
-                    for (j, pj) in pr.iter().enumerate() {
-                        axpy(oi, *pj, &vb[j * hd..(j + 1) * hd]);
-                    }
-                }
-            }
-            if big {
-                matmul_to_serial(ob, Mat::new(pb, qr, s), Mat::new(vb, s, hd));
-            }
+            let mb = &mask[bi * w * s..(bi + 1) * w * s];
+            forward_task(pb, ob, qb, kb, vb, mb, dm, scale);
         });
     (p, o)
+}
+
+multiversion! {
+    /// One (batch row, KV head) of [`forward`]: its `qr` query rows against its `s` keys and
+    /// values, with the batch row's mask `[W, S]`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_task(
+        pb: &mut [f32],
+        ob: &mut [f32],
+        qb: &[f32],
+        kb: &[f32],
+        vb: &[f32],
+        mask: &[f32],
+        dm: Dims,
+        scale: f32,
+    ) {
+        let Dims { w, s, hd, .. } = dm;
+        let qr = dm.qrows();
+        let big = qr >= GEMM_ROWS;
+        if big {
+            matmul_to_serial(pb, Mat::new(qb, qr, hd), Mat::new(kb, s, hd).t());
+        }
+        for (i, pr) in pb.chunks_exact_mut(s).enumerate() {
+            let t = i % w;
+            let mr = &mask[t * s..(t + 1) * s];
+            let qi = &qb[i * hd..(i + 1) * hd];
+            let mut max = f32::NEG_INFINITY;
+            for (j, (pj, m)) in pr.iter_mut().zip(mr).enumerate() {
+                let raw = if big {
+                    *pj
+                } else {
+                    dot(qi, &kb[j * hd..(j + 1) * hd])
+                };
+                *pj = raw * scale + m;
+                max = max.max(*pj);
+            }
+            let inv = 1.0 / exp_shifted(pr, max);
+            pr.iter_mut().for_each(|pj| *pj *= inv);
+            if !big {
+                let oi = &mut ob[i * hd..(i + 1) * hd];
+                for (j, pj) in pr.iter().enumerate() {
+                    axpy(oi, *pj, &vb[j * hd..(j + 1) * hd]);
+                }
+            }
+        }
+        if big {
+            matmul_to_serial(ob, Mat::new(pb, qr, s), Mat::new(vb, s, hd));
+        }
+    }
 }
 
 /// Gradients of [`forward`]'s queries, keys and values from the output's `d_o`
