@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::elementwise::{exp_shifted, multiversion};
+use super::elementwise::{dot, exp_shifted, multiversion};
 use super::matmul::{matmul_to_serial, zeroed, Mat};
 
 /// Keys or values `[B, KV, S, hd]`, possibly a view into a larger buffer (a KV cache's
@@ -51,25 +51,6 @@ impl Dims {
     fn qrows(&self) -> usize {
         self.rep * self.w
     }
-}
-
-/// Eight independent sums: lets the compiler keep them in vector registers.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 #[inline]

@@ -60,6 +60,46 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
+/// `Σ a·b` in eight independent sums, which the compiler keeps in one vector register: a
+/// single running sum is a chain of dependent adds that cannot vectorise.
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `Σ (a·b)·c`, summed as [`dot`].
+#[inline(always)]
+pub fn dot3(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb, cc) = (a.chunks_exact(8), b.chunks_exact(8), c.chunks_exact(8));
+    let tail: f32 = (ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .zip(cc.remainder()))
+    .map(|((x, y), z)| x * y * z)
+    .sum();
+    for ((x, y), z) in ca.zip(cb).zip(cc) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l] * z[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 #[cfg(target_arch = "x86_64")]
 pub fn has_avx2_fma() -> bool {
     // The standard library caches the CPUID answer: this is an atomic load.
@@ -137,6 +177,24 @@ mod tests {
         assert_eq!(silu(-200.0), 0.0);
         assert_eq!(silu(200.0), 200.0);
         assert!(ulps(sigmoid(0.5), (1.0 / (1.0 + (-0.5f64).exp())) as f32) <= 3);
+    }
+
+    #[test]
+    fn dots_match_a_sum_in_f64() {
+        // 8-lane bodies and a tail of 3.
+        let a: Vec<f32> = (0..67).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..67).map(|i| (i as f32 * 0.11).cos()).collect();
+        let c: Vec<f32> = (0..67).map(|i| 1.0 + i as f32 / 67.0).collect();
+        let want2: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+        let want3: f64 = (a.iter().zip(&b).zip(&c))
+            .map(|((x, y), z)| *x as f64 * *y as f64 * *z as f64)
+            .sum();
+        assert!((dot(&a, &b) as f64 - want2).abs() < 1e-5);
+        assert!((dot3(&a, &b, &c) as f64 - want3).abs() < 1e-5);
+        assert_eq!(
+            dot(&a[..5], &b[..5]),
+            (0..5).map(|i| a[i] * b[i]).sum::<f32>()
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor}
 use rayon::prelude::*;
 
 use super::attn_kernel::{self, Heads};
-use super::elementwise::{multiversion, sigmoid, silu};
+use super::elementwise::{dot, dot3, multiversion, sigmoid, silu};
 use super::matmul::{copied, matmul, matmul_acc, matmul_to, transposed, written, zeroed, Mat};
 
 /// The weights of one layer, detached, as the forward and backward read them.
@@ -124,19 +124,7 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
         y.par_chunks_mut(n * k)
             .zip(r.par_chunks_mut(k))
             .zip(x.par_chunks(n * k))
-            .for_each(|((yb, rb), xb)| {
-                for ((yr, ri), xr) in yb
-                    .chunks_exact_mut(n)
-                    .zip(rb.iter_mut())
-                    .zip(xb.chunks_exact(n))
-                {
-                    let ms = xr.iter().map(|a| a * a).sum::<f32>() / n as f32;
-                    *ri = 1.0 / (ms + eps).sqrt();
-                    for ((o, a), wi) in yr.iter_mut().zip(xr).zip(w) {
-                        o.write(a * *ri * wi);
-                    }
-                }
-            })
+            .for_each(|((yb, rb), xb)| rms_norm_rows(yb, rb, xb, w, eps))
     };
     // SAFETY: every row of x (a whole number of rows) writes its row of y.
     let y = unsafe { written(x.len(), fill) };
@@ -164,24 +152,7 @@ fn rms_norm_bwd(
             .zip(residual.par_chunks(n * k))
             .map(|((((db, gb), xb), rb), resb)| {
                 let mut dw = vec![0f32; n];
-                for ((((dr, gr), xr), ri), res) in db
-                    .chunks_exact_mut(n)
-                    .zip(gb.chunks_exact(n))
-                    .zip(xb.chunks_exact(n))
-                    .zip(rb)
-                    .zip(resb.chunks_exact(n))
-                {
-                    let mut m = 0f32;
-                    for j in 0..n {
-                        let xh = xr[j] * ri;
-                        dw[j] += gr[j] * xh;
-                        m += gr[j] * w[j] * xh;
-                    }
-                    m /= n as f32;
-                    for j in 0..n {
-                        dr[j].write(res[j] + ri * (gr[j] * w[j] - xr[j] * ri * m));
-                    }
-                }
+                rms_norm_bwd_rows(db, &mut dw, gb, xb, rb, w, resb);
                 dw
             })
             .collect::<Vec<_>>()
@@ -194,6 +165,49 @@ fn rms_norm_bwd(
         a
     });
     (dx, dw)
+}
+
+multiversion! {
+    /// Rows of [`rms_norm`] (`w.len()` wide): `y = x r w` with `r = 1/rms(x)` per row.
+    fn rms_norm_rows(y: &mut [MaybeUninit<f32>], r: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+        let n = w.len();
+        for ((yr, ri), xr) in y.chunks_exact_mut(n).zip(r.iter_mut()).zip(x.chunks_exact(n)) {
+            *ri = 1.0 / (dot(xr, xr) / n as f32 + eps).sqrt();
+            for ((o, a), wi) in yr.iter_mut().zip(xr).zip(w) {
+                o.write(a * *ri * wi);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Rows of [`rms_norm_bwd`]: writes `residual + dx` and adds the rows' `g x̂` into `dw`.
+    fn rms_norm_bwd_rows(
+        dx: &mut [MaybeUninit<f32>],
+        dw: &mut [f32],
+        g: &[f32],
+        x: &[f32],
+        r: &[f32],
+        w: &[f32],
+        residual: &[f32],
+    ) {
+        let n = w.len();
+        for ((((dr, gr), xr), ri), res) in dx
+            .chunks_exact_mut(n)
+            .zip(g.chunks_exact(n))
+            .zip(x.chunks_exact(n))
+            .zip(r)
+            .zip(residual.chunks_exact(n))
+        {
+            // mean(g w x̂) with x̂ = x r.
+            let m = dot3(gr, w, xr) * ri / n as f32;
+            let cols = dw.iter_mut().zip(dr.iter_mut()).zip(gr).zip(xr).zip(w).zip(res);
+            for (((((dwj, d), gj), xj), wj), rj) in cols {
+                *dwj += gj * (xj * ri);
+                d.write(rj + ri * (gj * wj - xj * ri * m));
+            }
+        }
+    }
 }
 
 /// `silu(g) ⊙ u` of rows `[g | u]` (`2f` wide).
