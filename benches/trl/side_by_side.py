@@ -6,7 +6,7 @@ the README shows. Run from the repository root after `cargo build --release`:
 Needs torch, transformers, trl and datasets (benches/trl/requirements.txt). Writes
 benches/trl/work/ (checkpoint, prompts, run directories). Each engine runs `steps` GRPO steps at
 32 and at 128 new tokens; the first step is a warm-up and the median of the rest is reported.
-With `--rounds N` the pair runs N times, TRL first in even rounds and curric first in odd ones,
+With `--rounds N` the pair runs N times, TRL first in rounds 1, 3, … and curric first in 2, 4, …,
 one row per round and the median ratio at the end: on a machine whose speed drifts by ±20 %
 within minutes (shared cloud cores), a ratio is only as good as the two runs' closeness in time.
 """
