@@ -149,7 +149,7 @@ multiversion! {
 mod tests {
     use super::*;
 
-    /// Distance in units in the last place between two finite, positive f32s.
+    /// Distance in units in the last place between two finite f32s of the same sign.
     fn ulps(a: f32, b: f32) -> u32 {
         (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
     }
