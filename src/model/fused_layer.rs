@@ -462,11 +462,13 @@ fn rows_to_heads(src: &[f32], dm: Dims) -> Vec<f32> {
 }
 
 /// A layer's projection weights transposed, `[in, out]`, with q, k, v stacked `[d, qd + 2·kvd]`
-/// and gate, up `[d, 2f]`: one product each. Transposed, a weight is the column-major operand
-/// `gemm` reads without packing it first; stored as `[out, in]` it was packed on every call,
-/// on the calling thread for the outputs `d` wide, which in a decode step is most of the
-/// work besides the products. Building them copies the weights, so a KV cache keeps them for
-/// the decode steps of the generation it belongs to, during which the weights cannot change.
+/// and gate, up `[d, 2f]`: one product each. Stored as `[out, in]`, a weight is an operand
+/// `gemm` must repack before any thread starts, so every product began with a serial pass over
+/// its weight on the calling thread (most of a decode step besides the products). Transposed,
+/// it is already in the layout `gemm` reads: `gemm` packs it only where the product is wide
+/// enough to repay that (more than 96 rows of activations), and then inside its parallel
+/// tasks. Building them copies the weights, so a KV cache keeps them for the decode steps of
+/// the generation it belongs to, during which the weights cannot change.
 #[derive(Debug, Clone)]
 pub struct Stacked {
     qkv: Arc<Vec<f32>>,
