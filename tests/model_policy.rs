@@ -330,3 +330,32 @@ fn rows_that_finish_leave_the_cached_batch_without_changing_any_completion() {
     assert!(lens.len() > 1, "all completions had one length: {lens:?}");
     assert!(cached.iter().any(|c| !c.truncated), "no row finished early");
 }
+
+#[test]
+fn a_batch_split_between_threads_samples_what_one_batch_samples() {
+    // The shipped base, so that rows end at different lengths and leave their part's batch
+    // at different steps; prompts of different lengths, so parts would pad them differently.
+    let p = Policy::load(std::path::Path::new("models/shapes-base"), &Device::Cpu).unwrap();
+    let mut inp = Vec::new();
+    for i in 0..6 {
+        inp.extend(inputs());
+        inp.push(PolicyInput {
+            image: Some(image(i)),
+            prompt: "<image> How many shapes are in the image? Answer with a number.".into(),
+        });
+    }
+    let seeds: Vec<u64> = (0..inp.len() as u64).collect();
+    let params = SamplingParams {
+        temperature: 1.0,
+        top_p: 1.0,
+        max_new_tokens: 24,
+    };
+    let whole = p.sample(&inp, &params, &seeds, true).unwrap();
+    let lens: std::collections::BTreeSet<usize> = whole.iter().map(|c| c.tokens.len()).collect();
+    assert!(lens.len() > 1, "all completions had one length: {lens:?}");
+    for parts in [2, 3, 5] {
+        let split = p.sample_parts(&inp, &params, &seeds, parts).unwrap();
+        assert_eq!(split, whole, "{parts} parts");
+    }
+    assert_eq!(p.generate(&inp, &params, &seeds).unwrap(), whole);
+}

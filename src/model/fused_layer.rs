@@ -22,7 +22,9 @@ use rayon::prelude::*;
 
 use super::attn_kernel::{self, Heads};
 use super::elementwise::{dot, dot3, multiversion, sigmoid, silu};
-use super::matmul::{copied, matmul, matmul_acc, matmul_to, transposed, written, zeroed, Mat};
+use super::matmul::{
+    copied, matmul, matmul_acc, matmul_to, transposed, written, zeroed, Mat, Panels,
+};
 
 /// The weights of one layer, detached, as the forward and backward read them.
 pub struct LayerWeights {
@@ -469,23 +471,99 @@ fn rows_to_heads(src: &[f32], dm: Dims) -> Vec<f32> {
 /// enough to repay that (more than 96 rows of activations), and then inside its parallel
 /// tasks. Building them copies the weights, so a KV cache keeps them for the decode steps of
 /// the generation it belongs to, during which the weights cannot change.
+///
+/// For a generation the four weights are kept as [`Panels`] instead, where the CPU has the
+/// kernel for them: a decode step's products have a few rows each, and `gemm` packed the
+/// weight again inside every one of them (a sixth of the decode threads' time on the TRL
+/// side-by-side's model). Only the training forward's weights reach the backward.
 #[derive(Debug, Clone)]
 pub struct Stacked {
-    qkv: Arc<Vec<f32>>,
-    o: Arc<Vec<f32>>,
-    gu: Arc<Vec<f32>>,
-    down: Arc<Vec<f32>>,
+    qkv: Weight,
+    o: Weight,
+    gu: Weight,
+    down: Weight,
+}
+
+#[derive(Debug, Clone)]
+enum Weight {
+    /// `[in, out]`, row-major.
+    Plain(Arc<Vec<f32>>),
+    Panels(Arc<Panels>),
+}
+
+impl Weight {
+    /// `dst := x·w`, or `dst += x·w`, over rows of `x` `[·, in]`.
+    fn product(&self, dst: &mut [f32], x: &[f32], cols: usize, accumulate: bool) {
+        match self {
+            Weight::Plain(w) => {
+                let inner = w.len() / cols.max(1);
+                let (a, b) = (rows(x, inner), Mat::new(w, inner, cols));
+                if accumulate {
+                    matmul_acc(dst, a, b)
+                } else {
+                    matmul_to(dst, a, b)
+                }
+            }
+            Weight::Panels(p) => p.product(dst, x, accumulate),
+        }
+    }
+
+    /// `x·w` into fresh memory.
+    fn times(&self, x: &[f32], cols: usize) -> Vec<f32> {
+        match self {
+            Weight::Plain(w) => matmul(
+                rows(x, w.len() / cols.max(1)),
+                Mat::new(w, w.len() / cols.max(1), cols),
+            ),
+            Weight::Panels(_) => {
+                let mut out = zeroed(x.len() / self.inner(cols).max(1) * cols);
+                self.product(&mut out, x, cols, false);
+                out
+            }
+        }
+    }
+
+    fn inner(&self, cols: usize) -> usize {
+        match self {
+            Weight::Plain(w) => w.len() / cols.max(1),
+            Weight::Panels(p) => p.rows(),
+        }
+    }
+
+    /// The `[in, out]` values, which the backward reads.
+    fn plain(&self) -> Result<&[f32]> {
+        match self {
+            Weight::Plain(w) => Ok(w),
+            Weight::Panels(_) => candle_core::bail!(
+                "curric-decoder-layer: a generation's packed weights have no backward"
+            ),
+        }
+    }
 }
 
 impl Stacked {
     fn new(lw: &LayerWeights) -> Result<Self> {
-        let t = |ts: &[&Tensor]| -> Result<Arc<Vec<f32>>> {
+        Self::build(lw, false)
+    }
+
+    /// The weights for a generation's prefill and decode steps.
+    pub fn for_generation(lw: &LayerWeights) -> Result<Self> {
+        Self::build(lw, true)
+    }
+
+    fn build(lw: &LayerWeights, panels: bool) -> Result<Self> {
+        let t = |ts: &[&Tensor]| -> Result<Weight> {
             let mut v = Vec::new();
             for t in ts {
                 read(t, |s| v.extend_from_slice(s))?;
             }
             let cols = ts[0].dim(1)?;
-            Ok(Arc::new(transposed(&v, v.len() / cols, cols)))
+            let (k, n) = (cols, v.len() / cols);
+            let w = transposed(&v, n, k);
+            Ok(match panels.then(|| Panels::new(&w, k, n)).flatten() {
+                Some(p) => Weight::Panels(Arc::new(p)),
+                None => Weight::Plain(Arc::new(w)),
+            })
         };
         Ok(Self {
             qkv: t(&[&lw.q, &lw.k, &lw.v])?,
@@ -569,7 +647,7 @@ fn run(
     let ln2 = lw.ln2.flatten_all()?.to_vec1::<f32>()?;
 
     let (n1, r1) = read(&xd, |xs| rms_norm(xs, &ln1, lw.eps))?;
-    let qkv = matmul(Mat::new(&n1, n, d), Mat::new(&stacked.qkv, d, width));
+    let qkv = stacked.qkv.times(&n1, width);
     let bias = match &lw.qkv_bias {
         Some((bq, bk, bv)) => Some(Tensor::cat(&[bq, bk, bv], 0)?.to_vec1::<f32>()?),
         None => None,
@@ -611,12 +689,12 @@ fn run(
     merge_heads(&o, dm.heads, dm, &mut a, qd, 0, None);
     // Residual adds ride on the products: x1 = x + a Woᵀ, out = x1 + m Wdᵀ.
     let mut x1 = read(&xd, copied)?;
-    matmul_acc(&mut x1, Mat::new(&a, n, qd), Mat::new(&stacked.o, qd, d));
+    stacked.o.product(&mut x1, &a, d, true);
     let (n2, r2) = rms_norm(&x1, &ln2, lw.eps);
-    let gu = matmul(Mat::new(&n2, n, d), Mat::new(&stacked.gu, d, 2 * f));
+    let gu = stacked.gu.times(&n2, 2 * f);
     let m = swiglu(&gu, f);
     let mut out = copied(&x1);
-    matmul_acc(&mut out, Mat::new(&m, n, f), Mat::new(&stacked.down, f, d));
+    stacked.down.product(&mut out, &m, d, true);
     let acts = Acts {
         dm,
         attn: ad,
@@ -755,7 +833,11 @@ pub fn forward_cached(
     mask: &Tensor,
     append: impl FnOnce(Tensor, Tensor) -> Result<(Tensor, Tensor)>,
 ) -> Result<(Tensor, Stacked)> {
-    let (out, acts) = run(x, lw, stacked, cos, sin, mask, append)?;
+    let stacked = match stacked {
+        Some(s) => s,
+        None => Stacked::for_generation(lw)?,
+    };
+    let (out, acts) = run(x, lw, Some(stacked), cos, sin, mask, append)?;
     Ok((Tensor::from_vec(out, x.shape(), x.device())?, acts.stacked))
 }
 
@@ -800,15 +882,18 @@ fn backward(saved: &Saved, g: &[f32], weight_grads: bool) -> Result<(Vec<f32>, O
     let st = &sv.stacked;
 
     // MLP: y = m Wdᵀ, m = swiglu(n2 Wguᵀ).
-    let dm_ = matmul(Mat::new(g, n, d), Mat::new(&st.down, f, d).t());
+    let dm_ = matmul(Mat::new(g, n, d), Mat::new(st.down.plain()?, f, d).t());
     let dgu = swiglu_bwd(&sv.gu, &dm_, f);
     drop(dm_);
-    let dn2 = matmul(Mat::new(&dgu, n, 2 * f), Mat::new(&st.gu, d, 2 * f).t());
+    let dn2 = matmul(
+        Mat::new(&dgu, n, 2 * f),
+        Mat::new(st.gu.plain()?, d, 2 * f).t(),
+    );
     let (dx1, dln2) = rms_norm_bwd(&dn2, &sv.x1, &sv.r2, &sv.ln2, g);
     drop(dn2);
 
     // Attention: attn = a Woᵀ.
-    let da = matmul(Mat::new(&dx1, n, d), Mat::new(&st.o, qd, d).t());
+    let da = matmul(Mat::new(&dx1, n, d), Mat::new(st.o.plain()?, qd, d).t());
     let doh = rows_to_heads(&da, dm);
     drop(da);
     let [dqh, dkh, dvh] = read_heads(&sv.kh, |k| {
@@ -825,7 +910,10 @@ fn backward(saved: &Saved, g: &[f32], weight_grads: bool) -> Result<(Vec<f32>, O
         .qk_norm
         .as_ref()
         .map(|(wq, wk, raw)| head_norm_bwd(&mut dqkv, raw, wq, wk, dm, saved.eps));
-    let dn1 = matmul(Mat::new(&dqkv, n, width), Mat::new(&st.qkv, d, width).t());
+    let dn1 = matmul(
+        Mat::new(&dqkv, n, width),
+        Mat::new(st.qkv.plain()?, d, width).t(),
+    );
     let (dx, dln1) = read(&sv.x, |x| rms_norm_bwd(&dn1, x, &sv.r1, &sv.ln1, &dx1))?;
 
     if !weight_grads {

@@ -126,6 +126,170 @@ fn product_into(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, threads: Para
     unsafe { gemm_raw(dst.as_mut_ptr(), a, b, accumulate, threads) }
 }
 
+/// Columns per panel of [`Panels`]: two AVX registers of f32.
+const PANEL: usize = 16;
+/// Rows per tile of [`Panels::product`]: six rows × two registers of sums is twelve of the
+/// sixteen AVX registers, with room for the panel's two values and a broadcast.
+const TILE: usize = 6;
+
+/// A `k × n` weight, row-major, rearranged for products with few rows: panel `p` holds
+/// columns `16p .. 16p + 16` of every row, row after row. A generation multiplies the same
+/// weights by a few rows at a time; `gemm` repacks a weight into this order inside every such
+/// product (a sixth of a decode step's time), this keeps it packed for the generation.
+#[derive(Debug)]
+pub struct Panels {
+    data: Vec<f32>,
+    k: usize,
+    n: usize,
+}
+
+impl Panels {
+    /// `None` where there is no AVX2 + FMA kernel to use them, or `n` is not a whole number
+    /// of panels: products then go through `gemm`.
+    pub fn new(w: &[f32], k: usize, n: usize) -> Option<Self> {
+        assert_eq!(w.len(), k * n, "matrix of {k}×{n}");
+        if !n.is_multiple_of(PANEL) || n == 0 || !has_kernel() {
+            return None;
+        }
+        let mut data = zeroed(w.len());
+        data.par_chunks_mut(k * PANEL)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                for (row, dst) in panel.chunks_exact_mut(PANEL).enumerate() {
+                    dst.copy_from_slice(&w[row * n + p * PANEL..][..PANEL]);
+                }
+            });
+        Some(Panels { data, k, n })
+    }
+
+    /// `k`: the rows of the weight, the length of an input row.
+    pub fn rows(&self) -> usize {
+        self.k
+    }
+
+    /// `dst := x·w` (`accumulate` false) or `dst := dst + x·w`, `x` row-major `rows × k`,
+    /// `dst` row-major `rows × n`; tiles of rows spread over the pool's threads.
+    pub fn product(&self, dst: &mut [f32], x: &[f32], accumulate: bool) {
+        let (k, n) = (self.k, self.n);
+        assert_eq!(x.len() % k.max(1), 0, "rows of {k} values");
+        let rows = x.len().checked_div(k).unwrap_or(dst.len() / n);
+        assert_eq!(dst.len(), rows * n, "output of {rows}×{n}");
+        if k == 0 || rows == 0 {
+            if !accumulate {
+                dst.fill(0.0);
+            }
+            return;
+        }
+        // A few tiles per thread: enough to balance, few enough to keep each task's panel
+        // reads long.
+        let tiles = rows.div_ceil(TILE);
+        let per = tiles.div_ceil(4 * rayon::current_num_threads()).max(1) * TILE;
+        dst.par_chunks_mut(per * n)
+            .zip(x.par_chunks(per * k))
+            .for_each(|(d, xs)| {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Panels` exist only where the CPU has AVX2 and FMA (`new`), and
+                // `d`, `xs` hold the same whole number of rows of `n` and `k` values.
+                unsafe {
+                    avx::product(d, xs, &self.data, k, n, accumulate)
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!("no Panels without AVX2 ({d:?}, {xs:?})")
+            });
+    }
+}
+
+fn has_kernel() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::elementwise::has_avx2_fma();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use std::arch::x86_64::*;
+
+    use super::{PANEL, TILE};
+
+    /// Rows of `x` (`k` each) times the panels, into rows of `dst` (`n` each).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; `x` and `dst` must hold the same number of rows, and
+    /// `panels` `k × n` values.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn product(
+        dst: &mut [f32],
+        x: &[f32],
+        panels: &[f32],
+        k: usize,
+        n: usize,
+        accumulate: bool,
+    ) {
+        let rows = x.len() / k;
+        for p in 0..n / PANEL {
+            let w = &panels[p * k * PANEL..(p + 1) * k * PANEL];
+            let mut r = 0;
+            while r < rows {
+                let (xs, d) = (&x[r * k..], &mut dst[r * n + p * PANEL..]);
+                // SAFETY: the tile reads `t` rows of `x` from `xs` and writes `t` rows of
+                // 16 values at stride `n` from `d`, all in bounds.
+                unsafe {
+                    match rows - r {
+                        1 => tile::<1>(xs, w, d, k, n, accumulate),
+                        2 => tile::<2>(xs, w, d, k, n, accumulate),
+                        3 => tile::<3>(xs, w, d, k, n, accumulate),
+                        4 => tile::<4>(xs, w, d, k, n, accumulate),
+                        5 => tile::<5>(xs, w, d, k, n, accumulate),
+                        _ => tile::<TILE>(xs, w, d, k, n, accumulate),
+                    }
+                }
+                r += TILE;
+            }
+        }
+    }
+
+    /// `R` rows by one panel: the sums stay in registers over the whole of `k`, one FMA
+    /// each per step, and go to memory once.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn tile<const R: usize>(
+        x: &[f32],
+        w: &[f32],
+        dst: &mut [f32],
+        k: usize,
+        n: usize,
+        accumulate: bool,
+    ) {
+        assert!(x.len() >= (R - 1) * k + k && w.len() >= k * PANEL);
+        assert!(dst.len() >= (R - 1) * n + PANEL);
+        let (x, w, d) = (x.as_ptr(), w.as_ptr(), dst.as_mut_ptr());
+        // SAFETY: the asserts above bound every offset read and written below.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            for i in 0..k {
+                let w0 = _mm256_loadu_ps(w.add(i * PANEL));
+                let w1 = _mm256_loadu_ps(w.add(i * PANEL + 8));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let xv = _mm256_broadcast_ss(&*x.add(r * k + i));
+                    a[0] = _mm256_fmadd_ps(xv, w0, a[0]);
+                    a[1] = _mm256_fmadd_ps(xv, w1, a[1]);
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                let o = d.add(r * n);
+                let (mut lo, mut hi) = (a[0], a[1]);
+                if accumulate {
+                    lo = _mm256_add_ps(_mm256_loadu_ps(o), lo);
+                    hi = _mm256_add_ps(_mm256_loadu_ps(o.add(8)), hi);
+                }
+                _mm256_storeu_ps(o, lo);
+                _mm256_storeu_ps(o.add(8), hi);
+            }
+        }
+    }
+}
+
 /// The transpose of row-major `rows × cols`, row-major, written by all threads.
 pub fn transposed(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     assert_eq!(src.len(), rows * cols, "matrix of {rows}×{cols}");
@@ -224,6 +388,25 @@ mod tests {
         matmul_to_serial(&mut z, am, bm);
         assert!(close(&z, &naive(am, bm)));
         assert!(zeroed(100_000).iter().all(|v| *v == 0.0));
+        // Panels: every tile height (1 … 6 rows and more), overwriting and accumulating.
+        let w: Vec<f32> = (0..33 * 48).map(|i| val(i + 7)).collect();
+        let wm = Mat::new(&w, 33, 48);
+        if let Some(panels) = Panels::new(&w, 33, 48) {
+            for rows in [1, 2, 3, 4, 5, 6, 7, 13, 70] {
+                let xm = Mat::new(&a[..rows * 33], rows, 33);
+                let mut z = vec![f32::NAN; rows * 48];
+                panels.product(&mut z, &a[..rows * 33], false);
+                assert!(close(&z, &naive(xm, wm)), "{rows} rows");
+                let mut z: Vec<f32> = (0..rows * 48).map(|i| val(i + 2)).collect();
+                let want: Vec<f32> = naive(xm, wm).iter().zip(&z).map(|(p, r)| p + r).collect();
+                panels.product(&mut z, &a[..rows * 33], true);
+                assert!(close(&z, &want), "{rows} rows, accumulated");
+            }
+        }
+        assert!(
+            Panels::new(&w, 48, 33).is_none(),
+            "33 columns are not whole panels"
+        );
         let at = transposed(&a, 70, 33);
         assert!((0..70).all(|i| (0..33).all(|j| at[j * 70 + i] == a[i * 33 + j])));
         assert_eq!(copied(&y), y);
