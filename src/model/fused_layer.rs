@@ -486,54 +486,36 @@ pub struct Stacked {
 
 #[derive(Debug, Clone)]
 enum Weight {
-    /// `[in, out]`, row-major.
-    Plain(Arc<Vec<f32>>),
+    /// `[in, out]` = `[k, n]`, row-major.
+    Plain {
+        w: Arc<Vec<f32>>,
+        k: usize,
+        n: usize,
+    },
     Panels(Arc<Panels>),
 }
 
 impl Weight {
-    /// `dst := x·w`, or `dst += x·w`, over rows of `x` `[·, in]`.
-    fn product(&self, dst: &mut [f32], x: &[f32], cols: usize, accumulate: bool) {
+    /// `x·w` into fresh memory, `x` rows of `in` values.
+    fn times(&self, x: &[f32]) -> Vec<f32> {
         match self {
-            Weight::Plain(w) => {
-                let inner = w.len() / cols.max(1);
-                let (a, b) = (rows(x, inner), Mat::new(w, inner, cols));
-                if accumulate {
-                    matmul_acc(dst, a, b)
-                } else {
-                    matmul_to(dst, a, b)
-                }
-            }
-            Weight::Panels(p) => p.product(dst, x, accumulate),
+            Weight::Plain { w, k, n } => matmul(rows(x, *k), Mat::new(w, *k, *n)),
+            Weight::Panels(p) => p.times(x),
         }
     }
 
-    /// `x·w` into fresh memory.
-    fn times(&self, x: &[f32], cols: usize) -> Vec<f32> {
+    /// `dst += x·w`.
+    fn add_times(&self, dst: &mut [f32], x: &[f32]) {
         match self {
-            Weight::Plain(w) => matmul(
-                rows(x, w.len() / cols.max(1)),
-                Mat::new(w, w.len() / cols.max(1), cols),
-            ),
-            Weight::Panels(_) => {
-                let mut out = zeroed(x.len() / self.inner(cols).max(1) * cols);
-                self.product(&mut out, x, cols, false);
-                out
-            }
-        }
-    }
-
-    fn inner(&self, cols: usize) -> usize {
-        match self {
-            Weight::Plain(w) => w.len() / cols.max(1),
-            Weight::Panels(p) => p.rows(),
+            Weight::Plain { w, k, n } => matmul_acc(dst, rows(x, *k), Mat::new(w, *k, *n)),
+            Weight::Panels(p) => p.product(dst, x, true),
         }
     }
 
     /// The `[in, out]` values, which the backward reads.
     fn plain(&self) -> Result<&[f32]> {
         match self {
-            Weight::Plain(w) => Ok(w),
+            Weight::Plain { w, .. } => Ok(w),
             Weight::Panels(_) => candle_core::bail!(
                 "curric-decoder-layer: a generation's packed weights have no backward"
             ),
@@ -562,7 +544,11 @@ impl Stacked {
             let w = transposed(&v, n, k);
             Ok(match panels.then(|| Panels::new(&w, k, n)).flatten() {
                 Some(p) => Weight::Panels(Arc::new(p)),
-                None => Weight::Plain(Arc::new(w)),
+                None => Weight::Plain {
+                    w: Arc::new(w),
+                    k,
+                    n,
+                },
             })
         };
         Ok(Self {
@@ -641,13 +627,13 @@ fn run(
             dm.kv
         );
     }
-    let (qd, width) = (dm.qd(), dm.qkv());
+    let qd = dm.qd();
     let xd = x.detach().contiguous()?;
     let ln1 = lw.ln1.flatten_all()?.to_vec1::<f32>()?;
     let ln2 = lw.ln2.flatten_all()?.to_vec1::<f32>()?;
 
     let (n1, r1) = read(&xd, |xs| rms_norm(xs, &ln1, lw.eps))?;
-    let qkv = stacked.qkv.times(&n1, width);
+    let qkv = stacked.qkv.times(&n1);
     let bias = match &lw.qkv_bias {
         Some((bq, bk, bv)) => Some(Tensor::cat(&[bq, bk, bv], 0)?.to_vec1::<f32>()?),
         None => None,
@@ -689,12 +675,12 @@ fn run(
     merge_heads(&o, dm.heads, dm, &mut a, qd, 0, None);
     // Residual adds ride on the products: x1 = x + a Woᵀ, out = x1 + m Wdᵀ.
     let mut x1 = read(&xd, copied)?;
-    stacked.o.product(&mut x1, &a, d, true);
+    stacked.o.add_times(&mut x1, &a);
     let (n2, r2) = rms_norm(&x1, &ln2, lw.eps);
-    let gu = stacked.gu.times(&n2, 2 * f);
+    let gu = stacked.gu.times(&n2);
     let m = swiglu(&gu, f);
     let mut out = copied(&x1);
-    stacked.down.product(&mut out, &m, d, true);
+    stacked.down.add_times(&mut out, &m);
     let acts = Acts {
         dm,
         attn: ad,

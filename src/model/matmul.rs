@@ -151,50 +151,72 @@ impl Panels {
         if !n.is_multiple_of(PANEL) || n == 0 || !has_kernel() {
             return None;
         }
-        let mut data = zeroed(w.len());
-        data.par_chunks_mut(k * PANEL)
-            .enumerate()
-            .for_each(|(p, panel)| {
-                for (row, dst) in panel.chunks_exact_mut(PANEL).enumerate() {
-                    dst.copy_from_slice(&w[row * n + p * PANEL..][..PANEL]);
-                }
-            });
+        let fill = |data: &mut [MaybeUninit<f32>]| {
+            data.par_chunks_mut(k * PANEL)
+                .enumerate()
+                .for_each(|(p, panel)| {
+                    for (row, dst) in panel.chunks_exact_mut(PANEL).enumerate() {
+                        for (d, v) in dst.iter_mut().zip(&w[row * n + p * PANEL..]) {
+                            d.write(*v);
+                        }
+                    }
+                })
+        };
+        // SAFETY: panel p's k rows of 16 values are the p-th of n / 16 chunks of k·16 values.
+        let data = unsafe { written(w.len(), fill) };
         Some(Panels { data, k, n })
     }
 
-    /// `k`: the rows of the weight, the length of an input row.
-    pub fn rows(&self) -> usize {
-        self.k
+    /// `x·w` into fresh memory, `x` row-major `rows × k`.
+    pub fn times(&self, x: &[f32]) -> Vec<f32> {
+        let len = self.out_len(x);
+        // SAFETY: `fill` with `accumulate` false writes every one of the product's values.
+        unsafe { written(len, |dst| self.fill(dst, x, false)) }
     }
 
     /// `dst := x·w` (`accumulate` false) or `dst := dst + x·w`, `x` row-major `rows × k`,
-    /// `dst` row-major `rows × n`; tiles of rows spread over the pool's threads.
+    /// `dst` row-major `rows × n`.
     pub fn product(&self, dst: &mut [f32], x: &[f32], accumulate: bool) {
+        assert_eq!(dst.len(), self.out_len(x), "output of {}-wide rows", self.n);
+        self.fill(dst, x, accumulate);
+    }
+
+    fn out_len(&self, x: &[f32]) -> usize {
+        assert_eq!(x.len() % self.k.max(1), 0, "rows of {} values", self.k);
+        x.len().checked_div(self.k).map_or(0, |rows| rows * self.n)
+    }
+
+    /// The product into `dst` (`f32`, or `MaybeUninit<f32>` when not accumulating), rows
+    /// split evenly between the pool's threads: each task streams every panel once.
+    fn fill<T: Send>(&self, dst: &mut [T], x: &[f32], accumulate: bool) {
+        const { assert!(std::mem::size_of::<T>() == std::mem::size_of::<f32>()) };
         let (k, n) = (self.k, self.n);
-        assert_eq!(x.len() % k.max(1), 0, "rows of {k} values");
-        let rows = x.len().checked_div(k).unwrap_or(dst.len() / n);
-        assert_eq!(dst.len(), rows * n, "output of {rows}×{n}");
-        if k == 0 || rows == 0 {
-            if !accumulate {
-                dst.fill(0.0);
-            }
+        if k == 0 {
+            // No inner dimension: the product is zero (`rows` is unknown, so `dst` is empty).
             return;
         }
-        // A few tiles per thread: enough to balance, few enough to keep each task's panel
-        // reads long.
-        let tiles = rows.div_ceil(TILE);
-        let per = tiles.div_ceil(4 * rayon::current_num_threads()).max(1) * TILE;
+        let rows = x.len() / k;
+        let per = rows
+            .div_ceil(TILE)
+            .div_ceil(rayon::current_num_threads())
+            .max(1)
+            * TILE;
         dst.par_chunks_mut(per * n)
             .zip(x.par_chunks(per * k))
             .for_each(|(d, xs)| {
+                let d = d.as_mut_ptr().cast::<f32>();
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: `Panels` exist only where the CPU has AVX2 and FMA (`new`), and
-                // `d`, `xs` hold the same whole number of rows of `n` and `k` values.
+                // SAFETY: `Panels` exist only where the CPU has AVX2 and FMA (`new`); `d`
+                // holds as many rows of `n` values (f32-sized, written before read unless
+                // accumulating onto an initialised `dst`) as `xs` rows of `k`.
                 unsafe {
                     avx::product(d, xs, &self.data, k, n, accumulate)
                 }
                 #[cfg(not(target_arch = "x86_64"))]
-                unreachable!("no Panels without AVX2 ({d:?}, {xs:?})")
+                {
+                    let _ = (d, xs);
+                    unreachable!("Panels exist only with AVX2 + FMA")
+                }
             });
     }
 }
@@ -212,14 +234,14 @@ mod avx {
 
     use super::{PANEL, TILE};
 
-    /// Rows of `x` (`k` each) times the panels, into rows of `dst` (`n` each).
+    /// Rows of `x` (`k` each) times the panels, into as many rows of `n` values at `dst`.
     ///
     /// # Safety
-    /// The CPU must have AVX2 and FMA; `x` and `dst` must hold the same number of rows, and
-    /// `panels` `k × n` values.
+    /// The CPU must have AVX2 and FMA; `dst` must be valid for writes (and, when
+    /// accumulating, reads) of `x.len() / k · n` values, and `panels` hold `k × n`.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn product(
-        dst: &mut [f32],
+        dst: *mut f32,
         x: &[f32],
         panels: &[f32],
         k: usize,
@@ -227,13 +249,14 @@ mod avx {
         accumulate: bool,
     ) {
         let rows = x.len() / k;
+        assert!(panels.len() >= k * n);
         for p in 0..n / PANEL {
             let w = &panels[p * k * PANEL..(p + 1) * k * PANEL];
-            let mut r = 0;
-            while r < rows {
-                let (xs, d) = (&x[r * k..], &mut dst[r * n + p * PANEL..]);
-                // SAFETY: the tile reads `t` rows of `x` from `xs` and writes `t` rows of
-                // 16 values at stride `n` from `d`, all in bounds.
+            for r in (0..rows).step_by(TILE) {
+                let (xs, d) = (&x[r * k..], dst.wrapping_add(r * n + p * PANEL));
+                // SAFETY: the tile reads its rows of `x` from `xs` (bounds-checked) and
+                // writes as many rows of 16 values at stride `n` from `d`, inside `dst`
+                // since rows `r ..` exist and column `16p + 15 < n`.
                 unsafe {
                     match rows - r {
                         1 => tile::<1>(xs, w, d, k, n, accumulate),
@@ -244,7 +267,6 @@ mod avx {
                         _ => tile::<TILE>(xs, w, d, k, n, accumulate),
                     }
                 }
-                r += TILE;
             }
         }
     }
@@ -253,18 +275,21 @@ mod avx {
     /// each per step, and go to memory once.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
+    ///
+    /// # Safety
+    /// AVX2 and FMA; `d` valid for `R` rows of 16 values at stride `n` (read as well when
+    /// accumulating).
     unsafe fn tile<const R: usize>(
         x: &[f32],
         w: &[f32],
-        dst: &mut [f32],
+        d: *mut f32,
         k: usize,
         n: usize,
         accumulate: bool,
     ) {
-        assert!(x.len() >= (R - 1) * k + k && w.len() >= k * PANEL);
-        assert!(dst.len() >= (R - 1) * n + PANEL);
-        let (x, w, d) = (x.as_ptr(), w.as_ptr(), dst.as_mut_ptr());
-        // SAFETY: the asserts above bound every offset read and written below.
+        assert!(x.len() >= R * k && w.len() >= k * PANEL);
+        let (x, w) = (x.as_ptr(), w.as_ptr());
+        // SAFETY: the assert bounds every read of `x` and `w`; the caller, `d`'s.
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); 2]; R];
             for i in 0..k {
@@ -391,7 +416,13 @@ mod tests {
         // Panels: every tile height (1 … 6 rows and more), overwriting and accumulating.
         let w: Vec<f32> = (0..33 * 48).map(|i| val(i + 7)).collect();
         let wm = Mat::new(&w, 33, 48);
-        if let Some(panels) = Panels::new(&w, 33, 48) {
+        let panels = Panels::new(&w, 33, 48);
+        assert_eq!(
+            panels.is_some(),
+            has_kernel(),
+            "panels wherever the kernel runs"
+        );
+        if let Some(panels) = panels {
             for rows in [1, 2, 3, 4, 5, 6, 7, 13, 70] {
                 let xm = Mat::new(&a[..rows * 33], rows, 33);
                 let mut z = vec![f32::NAN; rows * 48];
@@ -401,6 +432,7 @@ mod tests {
                 let want: Vec<f32> = naive(xm, wm).iter().zip(&z).map(|(p, r)| p + r).collect();
                 panels.product(&mut z, &a[..rows * 33], true);
                 assert!(close(&z, &want), "{rows} rows, accumulated");
+                assert!(close(&panels.times(&a[..rows * 33]), &naive(xm, wm)));
             }
         }
         assert!(

@@ -1238,8 +1238,9 @@ impl Policy {
     /// a dozen small products and kernels per layer which, split op by op between threads,
     /// each cost a wake-up and a wait (a tenth of the rollout on the TRL side-by-side's
     /// model). A part's prompts are left-padded to the whole batch's width, so each row is
-    /// computed at the same columns as in one batch and its tokens do not depend on how the
-    /// batch was split, whatever order a kernel sums in (tested).
+    /// computed at the columns it has in one batch: its tokens do not depend on how the batch
+    /// was split (tested), even where a kernel's sums would depend on where padding ends
+    /// (`gemm` cuts inner dimensions longer than its block, such as long prompts' keys).
     pub fn sample_split(
         &self,
         inputs: &[PolicyInput],
@@ -1440,8 +1441,9 @@ impl Policy {
     }
 }
 
-/// Fewer rows than this per thread are decoded as one batch: the parts' products get too
-/// narrow to run near the GEMM's speed.
+/// Batches with fewer rows than this per thread are decoded whole: a part of a few rows
+/// fills little more than one of the panel kernel's 6-row tiles. (A floor, not tuned: the
+/// rollouts measured had 64 rows per thread.)
 const MIN_PART_ROWS: usize = 8;
 
 /// `n` single-thread pools, kept for the process: inside one, every product and kernel runs
