@@ -6,6 +6,9 @@ use candle_core::{Device, Tensor};
 use curric::model::{Policy, PolicyInput, PolicyModel, SamplingParams};
 use image::{Rgb, RgbImage};
 
+#[path = "support/shared_prompt.rs"]
+mod shared_prompt;
+
 fn image(seed: u8) -> Arc<RgbImage> {
     Arc::new(RgbImage::from_fn(48, 48, |x, y| {
         let v = (x as u8)
@@ -358,4 +361,22 @@ fn a_batch_split_between_threads_samples_what_one_batch_samples() {
         assert_eq!(split, whole, "{parts} parts");
     }
     assert_eq!(p.generate(&inp, &params, &seeds).unwrap(), whole);
+}
+
+#[test]
+fn a_groups_shared_prompt_gives_the_logits_and_gradients_of_whole_rows() {
+    let p = policy();
+    // Three groups (an image prompt, a text prompt, another image prompt: prompts of three
+    // lengths), in mixed order as a length-sorted micro-batch holds them, with completions
+    // of different lengths.
+    let base = inputs();
+    let order = [0, 1, 2, 1, 0, 2, 2, 0, 1];
+    let inp: Vec<PolicyInput> = order.iter().map(|&k| base[k].clone()).collect();
+    let all = completions(&p);
+    let comps: Vec<Vec<u32>> = (0..order.len())
+        .map(|r| all[r % 3][..all[r % 3].len() - r % 2].to_vec())
+        .collect();
+    shared_prompt::assert_matches_whole_rows(&p, &inp, &comps);
+    // Rows that all differ share nothing.
+    assert!(p.shared_prompt_logits(&base, &all).unwrap().is_none());
 }

@@ -31,6 +31,9 @@ use curric::model::mrope::rope_index;
 use curric::model::qwen_vl_image::ImageProcessorConfig;
 use curric::model::{Policy, PolicyInput, SamplingParams};
 
+#[path = "support/shared_prompt.rs"]
+mod shared_prompt;
+
 const FAMILIES: [&str; 3] = ["qwen2_5_vl", "qwen3_vl", "qwen2_vl"];
 
 struct Reference {
@@ -701,5 +704,57 @@ fn bf16_stays_close_to_f32() {
             .sample(std::slice::from_ref(&r.input), &params, &[0], true)
             .unwrap();
         assert_eq!(out[0].tokens.len(), 8, "{family}");
+    }
+}
+
+/// A group's prompt computed once, as GRPO's update does: the images' tokens, M-RoPE
+/// positions (the completions continue from each prompt's last) and Qwen3-VL's DeepStack
+/// features give the logits and gradients of whole rows.
+#[test]
+fn shared_prompts_give_the_logits_and_gradients_of_whole_rows() {
+    let picture = |w: u32, h: u32, k: u8| {
+        Arc::new(image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                (x as u8).wrapping_mul(3 + k),
+                (y as u8).wrapping_mul(5),
+                40 * k,
+            ])
+        }))
+    };
+    let base = [
+        PolicyInput {
+            image: Some(picture(56, 56, 1)),
+            prompt: "<image> What is 1 + 2?".into(),
+        },
+        PolicyInput {
+            image: None,
+            prompt: "What is 3 + 4?".into(),
+        },
+        PolicyInput {
+            image: Some(picture(84, 56, 2)),
+            prompt: "<image> How many red circles are there?".into(),
+        },
+    ];
+    for family in ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"] {
+        let p = load(family);
+        let order = [2, 0, 1, 0, 2, 1, 2];
+        let inputs: Vec<PolicyInput> = order.iter().map(|&k| base[k].clone()).collect();
+        let texts = [
+            "\\boxed{3}",
+            "<think> 3 + 4 = 7 </think> \\boxed{7}",
+            "\\boxed{2}",
+        ];
+        let comps: Vec<Vec<u32>> = order
+            .iter()
+            .enumerate()
+            .map(|(r, &k)| {
+                let mut ids = p.encode(texts[k]).unwrap();
+                if r % 2 == 0 {
+                    ids.push(p.eos_token());
+                }
+                ids
+            })
+            .collect();
+        shared_prompt::assert_matches_whole_rows(&p, &inputs, &comps);
     }
 }

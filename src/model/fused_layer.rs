@@ -10,6 +10,10 @@
 //! weights packed into one vector. `loss.backward()` works as before, and gradients reach
 //! each weight through the pack's `cat`.
 //!
+//! A call can also continue a prefix computed by another call (`forward_with`): a group's
+//! completions attend to their shared prompt's keys and values, which then take a third
+//! input of the node and get their gradient back through it.
+//!
 //! Used where `ops::fused` holds (CPU, f32, fused ops on), Qwen2's q/k/v biases and Qwen3's
 //! q/k norms included; with a KV cache as inference (`forward_cached`). Elsewhere (CUDA, bf16)
 //! the layer runs from primitives. `tests` compare values and every gradient with that path.
@@ -17,7 +21,7 @@
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::attn_kernel::{self, Heads};
@@ -714,15 +718,51 @@ struct Saved {
     sin: Arc<Vec<f32>>,
     has_bias: bool,
     eps: f32,
+    /// The output carries the call's own keys and values after each row (see [`forward_with`]).
+    emit_kv: bool,
 }
 
-/// The autograd node: input `x` `[B, W, d]` and the packed weights; its forward hands over
-/// the output computed beforehand.
+/// The autograd node: input `x` `[B, W, d]`, the packed weights and, as a third input, the
+/// keys and values of a shared prefix; its forward hands over the output computed beforehand.
 struct LayerOp {
     out: Mutex<Option<Vec<f32>>>,
     shape: Shape,
     saved: Arc<Saved>,
     weight_grads: bool,
+}
+
+impl LayerOp {
+    fn output(&self) -> Result<(CpuStorage, Shape)> {
+        let mut out = self
+            .out
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("curric-decoder-layer: lock poisoned".into()))?;
+        match out.take() {
+            Some(v) => Ok((CpuStorage::F32(v), self.shape.clone())),
+            None => candle_core::bail!("curric-decoder-layer: forward ran twice"),
+        }
+    }
+
+    /// Gradients of `x`, of the pack and of the prefix (when the call had one).
+    fn grads(
+        &self,
+        x: &Tensor,
+        pack: &Tensor,
+        prefix: Option<&Tensor>,
+        grad: &Tensor,
+    ) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
+        let g = read(grad, |g| backward(&self.saved, g, self.weight_grads))??;
+        let dx = Tensor::from_vec(g.dx, x.shape(), x.device())?;
+        let dw = match g.dw {
+            Some(v) => Some(Tensor::from_vec(v, pack.shape(), x.device())?),
+            None => None,
+        };
+        let dp = match (g.dprefix, prefix) {
+            (Some(v), Some(p)) => Some(Tensor::from_vec(v, p.shape(), x.device())?),
+            _ => None,
+        };
+        Ok((dx, dw, dp))
+    }
 }
 
 impl CustomOp2 for LayerOp {
@@ -737,14 +777,7 @@ impl CustomOp2 for LayerOp {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let mut out = self
-            .out
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("curric-decoder-layer: lock poisoned".into()))?;
-        match out.take() {
-            Some(v) => Ok((CpuStorage::F32(v), self.shape.clone())),
-            None => candle_core::bail!("curric-decoder-layer: forward ran twice"),
-        }
+        self.output()
     }
 
     fn bwd(
@@ -754,13 +787,38 @@ impl CustomOp2 for LayerOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = read(grad, |g| backward(&self.saved, g, self.weight_grads))??;
-        let dx = Tensor::from_vec(dx, x.shape(), x.device())?;
-        let dw = match dw {
-            Some(v) => Some(Tensor::from_vec(v, pack.shape(), x.device())?),
-            None => None,
-        };
+        let (dx, dw, _) = self.grads(x, pack, None, grad)?;
         Ok((Some(dx), dw))
+    }
+}
+
+impl CustomOp3 for LayerOp {
+    fn name(&self) -> &'static str {
+        "curric-decoder-layer"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.output()
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        pack: &Tensor,
+        prefix: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, dp) = self.grads(x, pack, Some(prefix), grad)?;
+        Ok((Some(dx), dw, dp))
     }
 }
 
@@ -775,10 +833,63 @@ pub fn forward(
     mask: &Tensor,
     graph: Option<Vec<Tensor>>,
 ) -> Result<Tensor> {
-    let (out, acts) = run(x, lw, None, cos, sin, mask, |k, v| Ok((k, v)))?;
-    let shape = x.shape().clone();
+    forward_with(x, lw, cos, sin, mask, None, false, graph)
+}
+
+/// [`forward`] for rows that continue a shared prefix, or that are one. A group's G
+/// completions share their prompt: its positions are computed once, and each completion's
+/// queries attend to the prompt's keys and values, then to their own.
+///
+/// `prefix` `[B, P, 2·kvd]` holds the keys (rotated) and values of the `P` positions before
+/// `x`'s, which `x`'s queries attend to first (mask `[B, 1, W, P + W]`); its gradient flows
+/// back to whatever produced it. With `emit_kv` each output row carries the call's own keys and
+/// values after its `d` values (`[B, W, d + 2·kvd]`), for continuations to attend to; their
+/// gradient joins the attention's in the backward.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_with(
+    x: &Tensor,
+    lw: &LayerWeights,
+    cos: &Arc<Vec<f32>>,
+    sin: &Arc<Vec<f32>>,
+    mask: &Tensor,
+    prefix: Option<&Tensor>,
+    emit_kv: bool,
+    graph: Option<Vec<Tensor>>,
+) -> Result<Tensor> {
+    let (b, w, d) = x.dims3()?;
+    let (kv, hd) = (lw.kv_heads, lw.head_dim);
+    let kvd = kv * hd;
+    let pre = match prefix {
+        Some(t) => {
+            let (pb, p, width) = t.dims3()?;
+            if pb != b || width != 2 * kvd {
+                candle_core::bail!(
+                    "curric-decoder-layer: prefix {:?} for {b} rows of {kv} KV heads × {hd}",
+                    t.dims()
+                );
+            }
+            let (k, v) = read(t, |r| heads_from_rows(r, b, p, kv, hd))?;
+            Some((tensor(k, (b, kv, p, hd), x)?, tensor(v, (b, kv, p, hd), x)?))
+        }
+        None => None,
+    };
+    let (out, acts) = run(x, lw, None, cos, sin, mask, |k, v| match pre {
+        Some((pk, pv)) => Ok((Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?)),
+        None => Ok((k, v)),
+    })?;
+    let (out, width) = if emit_kv {
+        let s = acts.attn.s;
+        let own = read_heads(&acts.kh, |k| {
+            read_heads(&acts.vh, |v| rows_from_heads(k, v, b, kv, hd, s - w..s))
+        })??;
+        (beside(&out, d, &own, 2 * kvd), d + 2 * kvd)
+    } else {
+        (out, d)
+    };
+    let shape = Shape::from((b, w, width));
     let weight_grads = graph.is_some();
-    if !x.track_op() && !weight_grads {
+    let tracked = x.track_op() || prefix.is_some_and(Tensor::track_op);
+    if !tracked && !weight_grads {
         return Tensor::from_vec(out, shape, x.device());
     }
     let pack = match graph {
@@ -801,10 +912,114 @@ pub fn forward(
             sin: sin.clone(),
             has_bias: lw.qkv_bias.is_some(),
             eps: lw.eps,
+            emit_kv,
         }),
         weight_grads,
     };
-    x.apply_op2(&pack, op)
+    match prefix {
+        Some(p) => x.apply_op3(&pack, p, op),
+        None => x.apply_op2(&pack, op),
+    }
+}
+
+/// Rows `[N, a + c]`: each row of `left` (`a` wide) followed by the same row of `right`.
+fn beside(left: &[f32], a: usize, right: &[f32], c: usize) -> Vec<f32> {
+    let n = left.len() / a.max(1);
+    let mut out = zeroed(n * (a + c));
+    out.par_chunks_mut((a + c) * rows_per_task(a + c))
+        .enumerate()
+        .for_each(|(i, o)| {
+            let r0 = i * rows_per_task(a + c);
+            for (j, row) in o.chunks_exact_mut(a + c).enumerate() {
+                row[..a].copy_from_slice(&left[(r0 + j) * a..(r0 + j + 1) * a]);
+                row[a..].copy_from_slice(&right[(r0 + j) * c..(r0 + j + 1) * c]);
+            }
+        });
+    out
+}
+
+/// Positions `at` of keys and values `[B, KV, S, hd]` as rows `[B, |at|, 2·kvd]`: each
+/// position's key heads, then its value heads.
+fn rows_from_heads(
+    k: Heads,
+    v: Heads,
+    b: usize,
+    kv: usize,
+    hd: usize,
+    at: std::ops::Range<usize>,
+) -> Vec<f32> {
+    let len = at.len();
+    let kvd = kv * hd;
+    let mut out = zeroed(b * len * 2 * kvd);
+    out.par_chunks_mut(2 * kvd)
+        .enumerate()
+        .for_each(|(row, o)| {
+            let (bi, t) = (row / len.max(1), at.start + row % len.max(1));
+            for h in 0..kv {
+                let src = (bi * kv + h) * k.block + t * hd;
+                o[h * hd..(h + 1) * hd].copy_from_slice(&k.data[src..src + hd]);
+                let src = (bi * kv + h) * v.block + t * hd;
+                o[kvd + h * hd..kvd + (h + 1) * hd].copy_from_slice(&v.data[src..src + hd]);
+            }
+        });
+    out
+}
+
+/// Rows `[B, P, 2·kvd]` (as [`rows_from_heads`] writes them) → keys and values `[B, KV, P, hd]`.
+fn heads_from_rows(rows: &[f32], b: usize, p: usize, kv: usize, hd: usize) -> (Vec<f32>, Vec<f32>) {
+    let kvd = kv * hd;
+    let part = |col0: usize| {
+        let mut out = zeroed(b * kv * p * hd);
+        out.par_chunks_mut((p * hd).max(1))
+            .enumerate()
+            .for_each(|(bh, o)| {
+                let (bi, h) = (bh / kv, bh % kv);
+                for t in 0..p {
+                    let src = (bi * p + t) * 2 * kvd + col0 + h * hd;
+                    o[t * hd..(t + 1) * hd].copy_from_slice(&rows[src..src + hd]);
+                }
+            });
+        out
+    };
+    (part(0), part(kvd))
+}
+
+/// Adds rows `[B, W, 2·kvd]` into positions `from..from + W` of key and value heads
+/// `[B, KV, S, hd]`.
+fn add_rows_to_heads(
+    rows: &[f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dm: Dims,
+    s: usize,
+    from: usize,
+) {
+    let (w, hd, kvd) = (dm.w, dm.hd, dm.kvd());
+    for (col0, dst) in [(0, dk), (kvd, dv)] {
+        dst.par_chunks_mut(s * hd).enumerate().for_each(|(bh, o)| {
+            let (bi, h) = (bh / dm.kv, bh % dm.kv);
+            for t in 0..w {
+                let src = (bi * w + t) * 2 * kvd + col0 + h * hd;
+                let at = (from + t) * hd;
+                o[at..at + hd]
+                    .iter_mut()
+                    .zip(&rows[src..src + hd])
+                    .for_each(|(a, b)| *a += b);
+            }
+        });
+    }
+}
+
+/// The last `w` of `s` positions of heads `[B·nh, S, hd]`.
+fn last_positions(x: &[f32], s: usize, w: usize, hd: usize) -> Vec<f32> {
+    let blocks = x.len() / (s * hd).max(1);
+    let mut out = zeroed(blocks * w * hd);
+    out.par_chunks_mut((w * hd).max(1))
+        .enumerate()
+        .for_each(|(i, o)| {
+            o.copy_from_slice(&x[i * s * hd + (s - w) * hd..(i + 1) * s * hd]);
+        });
+    out
 }
 
 /// One layer with a KV cache (`append` adds this call's keys and values and returns all of
@@ -858,14 +1073,31 @@ fn take<'a>(rest: &mut &'a mut [f32], len: usize) -> &'a mut [f32] {
     head
 }
 
-/// The layer's backward from the output gradient `g` `[B, W, d]`: the input gradient and,
-/// when asked, the weight gradients packed in [`LayerWeights::tensors`]' order.
-fn backward(saved: &Saved, g: &[f32], weight_grads: bool) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+/// What the backward returns: the input's gradient, the weights' packed in
+/// [`LayerWeights::tensors`]' order (when asked), and the prefix's (when there was one).
+struct Grads {
+    dx: Vec<f32>,
+    dw: Option<Vec<f32>>,
+    dprefix: Option<Vec<f32>>,
+}
+
+/// The layer's backward from the output gradient `g`: `[B, W, d]`, or `[B, W, d + 2·kvd]`
+/// where the output carried the call's keys and values.
+fn backward(saved: &Saved, g: &[f32], weight_grads: bool) -> Result<Grads> {
     let sv = &saved.acts;
     let dm = sv.dm;
     let (n, d, f) = (dm.b * dm.w, dm.d, sv.f);
     let (qd, kvd, width) = (dm.qd(), dm.kvd(), dm.qkv());
     let st = &sv.stacked;
+    // The output's own rows, and the gradient of the keys and values it carried.
+    let split;
+    let (g, g_kv) = if saved.emit_kv {
+        let (gy, gkv) = unbeside(g, d, 2 * kvd);
+        split = gy;
+        (split.as_slice(), Some(gkv))
+    } else {
+        (g, None)
+    };
 
     // MLP: y = m Wdᵀ, m = swiglu(n2 Wguᵀ).
     let dm_ = matmul(Mat::new(g, n, d), Mat::new(st.down.plain()?, f, d).t());
@@ -882,11 +1114,32 @@ fn backward(saved: &Saved, g: &[f32], weight_grads: bool) -> Result<(Vec<f32>, O
     let da = matmul(Mat::new(&dx1, n, d), Mat::new(st.o.plain()?, qd, d).t());
     let doh = rows_to_heads(&da, dm);
     drop(da);
-    let [dqh, dkh, dvh] = read_heads(&sv.kh, |k| {
+    let [dqh, mut dkh, mut dvh] = read_heads(&sv.kh, |k| {
         read_heads(&sv.vh, |v| {
             attn_kernel::backward(&sv.qh, k, v, &sv.p, &doh, sv.attn, sv.scale)
         })
     })??;
+    // Keys and values `[B, KV, S, hd]`: the prefix's `S − W`, then the call's own `W`.
+    let (s, hd) = (sv.attn.s, dm.hd);
+    let pre = s - dm.w;
+    if let Some(gkv) = &g_kv {
+        add_rows_to_heads(gkv, &mut dkh, &mut dvh, dm, s, pre);
+    }
+    let dprefix = (pre > 0).then(|| {
+        let k = Heads {
+            data: &dkh,
+            block: s * hd,
+        };
+        let v = Heads {
+            data: &dvh,
+            block: s * hd,
+        };
+        rows_from_heads(k, v, dm.b, dm.kv, hd, 0..pre)
+    });
+    if pre > 0 {
+        dkh = last_positions(&dkh, s, dm.w, hd);
+        dvh = last_positions(&dvh, s, dm.w, hd);
+    }
     let mut dqkv = zeroed(n * width);
     let tabs = Some((saved.cos.as_slice(), saved.sin.as_slice()));
     merge_heads(&dqh, dm.heads, dm, &mut dqkv, width, 0, tabs);
@@ -903,7 +1156,11 @@ fn backward(saved: &Saved, g: &[f32], weight_grads: bool) -> Result<(Vec<f32>, O
     let (dx, dln1) = read(&sv.x, |x| rms_norm_bwd(&dn1, x, &sv.r1, &sv.ln1, &dx1))?;
 
     if !weight_grads {
-        return Ok((dx, None));
+        return Ok(Grads {
+            dx,
+            dw: None,
+            dprefix,
+        });
     }
     // Weight gradients straight into the pack: q, k, v are the stacked rows of `dWqkv`, gate
     // and up those of `dWgu`.
@@ -933,7 +1190,26 @@ fn backward(saved: &Saved, g: &[f32], weight_grads: bool) -> Result<(Vec<f32>, O
         rows(&sv.n2, d),
     );
     matmul_to(take(&mut rest, d * f), rows(g, d).t(), rows(&sv.m, f));
-    Ok((dx, Some(pack)))
+    Ok(Grads {
+        dx,
+        dw: Some(pack),
+        dprefix,
+    })
+}
+
+/// [`beside`] undone: rows `[N, a + c]` → `[N, a]` and `[N, c]`.
+fn unbeside(x: &[f32], a: usize, c: usize) -> (Vec<f32>, Vec<f32>) {
+    let n = x.len() / (a + c).max(1);
+    let mut left = zeroed(n * a);
+    let mut right = zeroed(n * c);
+    left.par_chunks_mut(a.max(1))
+        .zip(right.par_chunks_mut(c.max(1)))
+        .enumerate()
+        .for_each(|(r, (l, rt))| {
+            l.copy_from_slice(&x[r * (a + c)..r * (a + c) + a]);
+            rt.copy_from_slice(&x[r * (a + c) + a..(r + 1) * (a + c)]);
+        });
+    (left, right)
 }
 
 #[cfg(test)]

@@ -30,10 +30,12 @@ pub fn with_primitives<R>(f: impl FnOnce() -> R) -> R {
 }
 
 pub(crate) fn fused(x: &Tensor) -> bool {
-    fused_enabled()
-        && !PRIMITIVES_ONLY.with(|p| p.get())
-        && x.device().is_cpu()
-        && x.dtype() == DType::F32
+    fused_on(x.device(), x.dtype())
+}
+
+/// Whether tensors on `device` in `dtype` take the fused ops.
+pub(crate) fn fused_on(device: &candle_core::Device, dtype: DType) -> bool {
+    fused_enabled() && !PRIMITIVES_ONLY.with(|p| p.get()) && device.is_cpu() && dtype == DType::F32
 }
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {

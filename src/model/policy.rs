@@ -9,6 +9,10 @@
 //! attention and positions count only real tokens, so a row's result does not depend on what
 //! else is in the batch. Qwen-VL prompts go through the checkpoint's chat template and carry
 //! M-RoPE positions; their completions continue from the prompt's last position.
+//!
+//! Scoring a GRPO batch, where every prompt comes G times, computes each distinct prompt once
+//! (`shared_prompt_logits`, on the fused CPU layer): the completions attend to their prompt's
+//! keys and values and hand them back the gradient of all G rows.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -1072,7 +1076,6 @@ impl Policy {
             )));
         }
         let b = inputs.len();
-        let prompts = self.prompts(inputs)?;
         let suffixes: Vec<&[u32]> = completions.iter().map(Vec::as_slice).collect();
         let c = suffixes.iter().map(|s| s.len()).max().unwrap_or(0);
         let dev = &self.device;
@@ -1081,6 +1084,12 @@ impl Policy {
             m[r * c..r * c + s.len()].fill(1.0);
         }
         let mask_t = Tensor::from_vec(m, (b, c), dev)?;
+        if c > 0 {
+            if let Some(logits) = self.shared_prompt_logits(inputs, completions)? {
+                return Ok((logits, mask_t));
+            }
+        }
+        let prompts = self.prompts(inputs)?;
         if c == 0 {
             let v = self.cfg.decoder.vocab_size;
             return Ok((Tensor::zeros((b, 0, v), DType::F32, dev)?, mask_t));
@@ -1089,6 +1098,115 @@ impl Policy {
         // Position p-1+j predicts completion token j; only those reach the vocabulary head.
         let logits = self.decoder().logits(&h.narrow(1, p - 1, c)?)?;
         Ok((logits, mask_t))
+    }
+
+    /// [`Self::completion_logits`]' logits with each distinct prompt computed once: a GRPO
+    /// batch holds every prompt G times, and its positions (an image's hundreds of vision
+    /// tokens among them) are the same in all G rows, in the forward and in the backward.
+    /// The completions attend to their prompt's keys and values, which gather the gradient
+    /// of all G. `None` when no prompt repeats or the fused layer does not apply.
+    pub fn shared_prompt_logits(
+        &self,
+        inputs: &[PolicyInput],
+        completions: &[Vec<u32>],
+    ) -> Result<Option<Tensor>, ModelError> {
+        let suffixes = completions;
+        let dev = &self.device;
+        if !super::ops::fused_on(dev, self.dtype) {
+            return Ok(None);
+        }
+        let mut distinct: Vec<PolicyInput> = Vec::new();
+        let mut first = Vec::new();
+        let mut group = Vec::with_capacity(inputs.len());
+        for (i, inp) in inputs.iter().enumerate() {
+            let same = |d: &PolicyInput| {
+                d.prompt == inp.prompt
+                    && match (&d.image, &inp.image) {
+                        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                        (None, None) => true,
+                        _ => false,
+                    }
+            };
+            group.push(match distinct.iter().position(same) {
+                Some(k) => k as u32,
+                None => {
+                    distinct.push(inp.clone());
+                    first.push(i);
+                    (distinct.len() - 1) as u32
+                }
+            });
+        }
+        if distinct.len() == inputs.len() {
+            return Ok(None);
+        }
+        let dec = self.decoder();
+        // Errors name the input as the caller numbered it.
+        let prompts = self.prompts(&distinct).map_err(|e| match e {
+            ModelError::NoVision { index } => ModelError::NoVision {
+                index: first[index],
+            },
+            e => e,
+        })?;
+        let Batch {
+            emb: xp,
+            valid: valid_p,
+            axes: axes_p,
+            addends,
+            prompt_width: p,
+        } = self.embed_batch(&prompts, &vec![&[][..]; distinct.len()])?;
+        let (b, c) = (
+            inputs.len(),
+            suffixes.iter().map(|s| s.len()).max().unwrap_or(0),
+        );
+        let mut ids = vec![self.pad; b * c];
+        let mut valid = Vec::with_capacity(b);
+        let mut pos = Vec::with_capacity(b * c);
+        for (r, s) in suffixes.iter().enumerate() {
+            let g = group[r] as usize;
+            ids[r * c..r * c + s.len()].copy_from_slice(s);
+            let mut v = valid_p[g].clone();
+            v.extend((0..c).map(|j| j < s.len()));
+            valid.push(v);
+            let next = prompts.rows[g].next;
+            pos.extend((0..c as i64).map(|j| next + j));
+        }
+        let last = pos.iter().copied().max().unwrap_or(0) as usize;
+        if last >= self.cfg.decoder.max_position_embeddings {
+            return Err(ModelError::Invalid(format!(
+                "sequence of {} positions exceeds max_position_embeddings = {}",
+                last + 1,
+                self.cfg.decoder.max_position_embeddings
+            )));
+        }
+        let xc = dec.embed(&Tensor::from_vec(ids, (b, c), dev)?)?;
+        let rope_p = dec.rope_tables(&axes_p, distinct.len(), p, dev)?;
+        let rope_c = dec.rope_tables(&[pos.clone(), pos.clone(), pos], b, c, dev)?;
+        let mask_p = causal_mask(&valid_p, p, dev)?;
+        let mask_c = causal_mask(&valid, c, dev)?;
+        let group = Tensor::from_vec(group, b, dev)?;
+        let Some((hp, hc)) = dec.forward_shared(
+            &xp,
+            (&rope_p, &mask_p),
+            &xc,
+            (&rope_c, &mask_c),
+            &group,
+            &addends,
+        )?
+        else {
+            return Ok(None);
+        };
+        // The prompt's last position predicts completion token 0; completion position j
+        // predicts token j + 1.
+        let first = hp
+            .narrow(1, p - 1, 1)?
+            .contiguous()?
+            .index_select(&group, 0)?;
+        let h = if c > 1 {
+            Tensor::cat(&[&first, &hc.narrow(1, 0, c - 1)?], 1)?
+        } else {
+            first
+        };
+        Ok(Some(dec.logits(&h)?))
     }
 
     /// Final hidden states `[B, W, d]` of prompts followed by `suffixes`, and the prompt

@@ -296,6 +296,43 @@ impl Layer {
         h + m
     }
 
+    /// The layer on a group-shared prefix `hp` `[P_B, P, d]` and the rows `hc` `[B, C, d]` that
+    /// continue it, row `i` continuing prefix row `group[i]` (see
+    /// [`fused_layer::forward_with`]); `None` where the fused layer does not apply.
+    fn forward_shared(
+        &self,
+        hp: &Tensor,
+        prefix: (&RopeTables, &Tensor),
+        hc: &Tensor,
+        rest: (&RopeTables, &Tensor),
+        group: &Tensor,
+    ) -> Result<Option<(Tensor, Tensor)>> {
+        let Some(lw) = self.fused_weights(hp, prefix.0, Some(prefix.1))? else {
+            return Ok(None);
+        };
+        if self.fused_weights(hc, rest.0, Some(rest.1))?.is_none() {
+            return Ok(None);
+        }
+        let (Some((cp, sp)), Some((cc, sc))) = (prefix.0.host(), rest.0.host()) else {
+            unreachable!("fused_weights checks the tables")
+        };
+        let tensors = lw.tensors();
+        let graph = tensors
+            .iter()
+            .any(|t| t.track_op())
+            .then(|| tensors.iter().map(|t| (*t).clone()).collect::<Vec<_>>());
+        let d = hp.dim(2)?;
+        let kvd = lw.kv_heads * lw.head_dim;
+        let out = fused_layer::forward_with(hp, &lw, cp, sp, prefix.1, None, true, graph.clone())?;
+        let yp = out.narrow(2, 0, d)?;
+        let kv = out
+            .narrow(2, d, 2 * kvd)?
+            .contiguous()?
+            .index_select(group, 0)?;
+        let yc = fused_layer::forward_with(hc, &lw, cc, sc, rest.1, Some(&kv), false, graph)?;
+        Ok(Some((yp, yc)))
+    }
+
     /// The layer's weights for `fused_layer`, where it applies: CPU f32 with host rotary
     /// tables and a mask. With a cache the fused layer is inference only (it
     /// records no graph), as sampling is; without one it is a single autograd node.
@@ -487,6 +524,35 @@ impl Decoder {
             }
         }
         self.norm.forward(&h)
+    }
+
+    /// The blocks on rows that share prefixes: `xp` `[P_B, P, d]` the distinct prefixes (a
+    /// group's prompt) with their tables and mask `[P_B, 1, P, P]`, `xc` `[B, C, d]` the rows
+    /// continuing them, row `i` after prefix `group[i]` (`[B]`, u32), with their tables and
+    /// mask `[B, 1, C, P + C]`. Each prefix is computed once however many rows continue it.
+    /// `addends` are the prefixes' (as in [`Self::forward_rope`]: images sit in prompts).
+    /// Returns both parts' final-normed hidden states, or `None` where the fused layer does
+    /// not apply (the caller then lays the rows out whole).
+    pub fn forward_shared(
+        &self,
+        xp: &Tensor,
+        prefix: (&RopeTables, &Tensor),
+        xc: &Tensor,
+        rest: (&RopeTables, &Tensor),
+        group: &Tensor,
+        addends: &[Tensor],
+    ) -> Result<Option<(Tensor, Tensor)>> {
+        let (mut hp, mut hc) = (xp.clone(), xc.clone());
+        for (i, layer) in self.layers.iter().enumerate() {
+            match layer.forward_shared(&hp, prefix, &hc, rest, group)? {
+                Some((p, c)) => (hp, hc) = (p, c),
+                None => return Ok(None),
+            }
+            if let Some(add) = addends.get(i) {
+                hp = (hp + add)?;
+            }
+        }
+        Ok(Some((self.norm.forward(&hp)?, self.norm.forward(&hc)?)))
     }
 
     /// Vocabulary logits of hidden states `[…, d]`.
