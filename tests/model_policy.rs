@@ -380,3 +380,30 @@ fn a_groups_shared_prompt_gives_the_logits_and_gradients_of_whole_rows() {
     // Rows that all differ share nothing.
     assert!(p.shared_prompt_logits(&base, &all).unwrap().is_none());
 }
+
+#[test]
+fn a_groups_prompt_prefilled_once_samples_what_whole_rows_sample() {
+    // The shipped base, so that rows end at different lengths; groups of four rows sharing
+    // one prompt (and its image), in the order a rollout holds them.
+    let p = Policy::load(std::path::Path::new("models/shapes-base"), &Device::Cpu).unwrap();
+    let inp: Vec<PolicyInput> = inputs()
+        .into_iter()
+        .flat_map(|i| std::iter::repeat_n(i, 4))
+        .collect();
+    let seeds: Vec<u64> = (0..inp.len() as u64).collect();
+    let params = SamplingParams {
+        temperature: 1.0,
+        top_p: 1.0,
+        max_new_tokens: 16,
+    };
+    // With the cache each prompt is prefilled once; without it every row recomputes its own.
+    let shared = p.sample(&inp, &params, &seeds, true).unwrap();
+    let whole = p.sample(&inp, &params, &seeds, false).unwrap();
+    assert_eq!(shared, whole);
+    let distinct: std::collections::BTreeSet<&Vec<u32>> =
+        shared.iter().map(|c| &c.tokens).collect();
+    assert!(
+        distinct.len() > 3,
+        "a group's seeds should sample different completions"
+    );
+}

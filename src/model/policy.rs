@@ -1115,38 +1115,12 @@ impl Policy {
         if !super::ops::fused_on(dev, self.dtype) {
             return Ok(None);
         }
-        let mut distinct: Vec<PolicyInput> = Vec::new();
-        let mut first = Vec::new();
-        let mut group = Vec::with_capacity(inputs.len());
-        for (i, inp) in inputs.iter().enumerate() {
-            let same = |d: &PolicyInput| {
-                d.prompt == inp.prompt
-                    && match (&d.image, &inp.image) {
-                        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                        (None, None) => true,
-                        _ => false,
-                    }
-            };
-            group.push(match distinct.iter().position(same) {
-                Some(k) => k as u32,
-                None => {
-                    distinct.push(inp.clone());
-                    first.push(i);
-                    (distinct.len() - 1) as u32
-                }
-            });
-        }
-        if distinct.len() == inputs.len() {
+        let Some(shared) = Shared::of(inputs) else {
             return Ok(None);
-        }
+        };
         let dec = self.decoder();
-        // Errors name the input as the caller numbered it.
-        let prompts = self.prompts(&distinct).map_err(|e| match e {
-            ModelError::NoVision { index } => ModelError::NoVision {
-                index: first[index],
-            },
-            e => e,
-        })?;
+        let prompts = shared.prompts(self, 0)?;
+        let (distinct, group) = (&shared.inputs, &shared.group);
         let Batch {
             emb: xp,
             valid: valid_p,
@@ -1183,7 +1157,7 @@ impl Policy {
         let rope_c = dec.rope_tables(&[pos.clone(), pos.clone(), pos], b, c, dev)?;
         let mask_p = causal_mask(&valid_p, p, dev)?;
         let mask_c = causal_mask(&valid, c, dev)?;
-        let group = Tensor::from_vec(group, b, dev)?;
+        let group = Tensor::from_vec(group.clone(), b, dev)?;
         let Some((hp, hc)) = dec.forward_shared(
             &xp,
             (&rope_p, &mask_p),
@@ -1434,31 +1408,39 @@ impl Policy {
         }
         let dev = &self.device;
         let dec = self.decoder();
-        let prompts = Prompts {
-            min_width: width,
-            ..self.prompts(inputs)?
-        };
         let mut rngs: Vec<ChaCha8Rng> = seeds
             .iter()
             .map(|&s| ChaCha8Rng::seed_from_u64(s))
             .collect();
         let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
         let mut done = vec![false; b];
-        let empty: Vec<&[u32]> = vec![&[]; b];
+        let mut cache = KvCache::new(dec.config().num_hidden_layers);
+        // A group's rows share their prompt: with the cache, each distinct prompt is
+        // prefilled once and every row starts from a copy of its keys and values.
+        let shared = if use_cache { Shared::of(inputs) } else { None };
+        let (prompts, group) = match &shared {
+            Some(sh) => (sh.prompts(self, width)?, Some(sh.group.as_slice())),
+            None => (
+                Prompts {
+                    min_width: width,
+                    ..self.prompts(inputs)?
+                },
+                None,
+            ),
+        };
+        let rows = prompts.rows.len();
         let Batch {
             emb,
-            mut valid,
+            valid,
             axes,
             addends,
             prompt_width: p,
-        } = self.embed_batch(&prompts, &empty)?;
-        let mut next_pos: Vec<i64> = prompts.rows.iter().map(|r| r.next).collect();
-        let mut cache = KvCache::new(dec.config().num_hidden_layers);
+        } = self.embed_batch(&prompts, &vec![&[][..]; rows])?;
         // Prompt embeddings (with vision tokens) are reused by the no-cache path each step.
         let prompt_emb = emb.detach();
         let addends: Vec<Tensor> = addends.iter().map(Tensor::detach).collect();
         let mask = causal_mask(&valid, p, dev)?;
-        let rope = dec.rope_tables(&axes, b, p, dev)?;
+        let rope = dec.rope_tables(&axes, rows, p, dev)?;
         let h = dec.forward_rope(
             &prompt_emb,
             &rope,
@@ -1468,6 +1450,17 @@ impl Policy {
             None,
         )?;
         let mut last = dec.logits(&h.narrow(1, p - 1, 1)?.squeeze(1)?)?;
+        let at: Vec<usize> = match group {
+            Some(g) => {
+                let idx = Tensor::from_vec(g.to_vec(), b, dev)?;
+                cache.keep_rows(&idx)?;
+                last = last.index_select(&idx, 0)?;
+                g.iter().map(|&k| k as usize).collect()
+            }
+            None => (0..b).collect(),
+        };
+        let mut valid: Vec<Vec<bool>> = at.iter().map(|&k| valid[k].clone()).collect();
+        let mut next_pos: Vec<i64> = at.iter().map(|&k| prompts.rows[k].next).collect();
         // With the cache, `alive[i]` is the input row at batch position i: finished rows
         // leave the batch once they are an eighth of it (compacting copies every layer's
         // cache, too dear to pay each time one row ends). Until then, and always without the
@@ -1556,6 +1549,61 @@ impl Policy {
                 })
             })
             .collect()
+    }
+}
+
+/// The distinct prompts of a batch whose rows repeat some (a GRPO batch holds each G times).
+struct Shared {
+    inputs: Vec<PolicyInput>,
+    /// Row `i` shows prompt `group[i]`.
+    group: Vec<u32>,
+    /// The first row showing each prompt.
+    first: Vec<usize>,
+}
+
+impl Shared {
+    /// `None` when every row's prompt is its own.
+    fn of(rows: &[PolicyInput]) -> Option<Self> {
+        let mut s = Shared {
+            inputs: Vec::new(),
+            group: Vec::with_capacity(rows.len()),
+            first: Vec::new(),
+        };
+        for (i, row) in rows.iter().enumerate() {
+            let same = |d: &PolicyInput| {
+                d.prompt == row.prompt
+                    && match (&d.image, &row.image) {
+                        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                        (None, None) => true,
+                        _ => false,
+                    }
+            };
+            let k = match s.inputs.iter().position(same) {
+                Some(k) => k,
+                None => {
+                    s.inputs.push(row.clone());
+                    s.first.push(i);
+                    s.inputs.len() - 1
+                }
+            };
+            s.group.push(k as u32);
+        }
+        (s.inputs.len() < rows.len()).then_some(s)
+    }
+
+    /// The distinct prompts' rows, left-padded to at least `min_width`; errors name the row
+    /// as the caller numbered it.
+    fn prompts<'a>(&'a self, policy: &Policy, min_width: usize) -> Result<Prompts<'a>, ModelError> {
+        let prompts = policy.prompts(&self.inputs).map_err(|e| match e {
+            ModelError::NoVision { index } => ModelError::NoVision {
+                index: self.first[index],
+            },
+            e => e,
+        })?;
+        Ok(Prompts {
+            min_width,
+            ..prompts
+        })
     }
 }
 
