@@ -379,6 +379,8 @@ fn a_groups_shared_prompt_gives_the_logits_and_gradients_of_whole_rows() {
     shared_prompt::assert_matches_whole_rows(&p, &inp, &comps);
     // Rows that all differ share nothing.
     assert!(p.shared_prompt_logits(&base, &all).unwrap().is_none());
+    // A completion per input, or an error (not a panic).
+    assert!(p.shared_prompt_logits(&inp, &comps[..2]).is_err());
 }
 
 #[test]

@@ -1110,9 +1110,16 @@ impl Policy {
         inputs: &[PolicyInput],
         completions: &[Vec<u32>],
     ) -> Result<Option<Tensor>, ModelError> {
-        let suffixes = completions;
+        if inputs.len() != completions.len() {
+            return Err(ModelError::Invalid(format!(
+                "{} inputs but {} completions",
+                inputs.len(),
+                completions.len()
+            )));
+        }
         let dev = &self.device;
-        if !super::ops::fused_on(dev, self.dtype) {
+        let c = completions.iter().map(Vec::len).max().unwrap_or(0);
+        if c == 0 || !super::ops::fused_on(dev, self.dtype) {
             return Ok(None);
         }
         let Some(shared) = Shared::of(inputs) else {
@@ -1128,14 +1135,11 @@ impl Policy {
             addends,
             prompt_width: p,
         } = self.embed_batch(&prompts, &vec![&[][..]; distinct.len()])?;
-        let (b, c) = (
-            inputs.len(),
-            suffixes.iter().map(|s| s.len()).max().unwrap_or(0),
-        );
+        let b = inputs.len();
         let mut ids = vec![self.pad; b * c];
         let mut valid = Vec::with_capacity(b);
         let mut pos = Vec::with_capacity(b * c);
-        for (r, s) in suffixes.iter().enumerate() {
+        for (r, s) in completions.iter().enumerate() {
             let g = group[r] as usize;
             ids[r * c..r * c + s.len()].copy_from_slice(s);
             let mut v = valid_p[g].clone();
