@@ -1004,14 +1004,7 @@ impl Policy {
             }
         }
         let axes = Self::batch_axes(rows, p, c);
-        let max_pos = axes.iter().flatten().copied().max().unwrap_or(0) as usize;
-        if max_pos >= self.cfg.decoder.max_position_embeddings {
-            return Err(ModelError::Invalid(format!(
-                "sequence of {} positions exceeds max_position_embeddings = {}",
-                max_pos + 1,
-                self.cfg.decoder.max_position_embeddings
-            )));
-        }
+        self.check_positions(axes.iter().flatten())?;
         let dev = &self.device;
         let d = self.cfg.decoder.hidden_size;
         let ids_t = Tensor::from_vec(ids, b * w, dev)?;
@@ -1068,13 +1061,7 @@ impl Policy {
         inputs: &[PolicyInput],
         completions: &[Vec<u32>],
     ) -> Result<(Tensor, Tensor), ModelError> {
-        if inputs.len() != completions.len() {
-            return Err(ModelError::Invalid(format!(
-                "{} inputs but {} completions",
-                inputs.len(),
-                completions.len()
-            )));
-        }
+        one_each(inputs, completions.len(), "completions")?;
         let b = inputs.len();
         let suffixes: Vec<&[u32]> = completions.iter().map(Vec::as_slice).collect();
         let c = suffixes.iter().map(|s| s.len()).max().unwrap_or(0);
@@ -1110,13 +1097,7 @@ impl Policy {
         inputs: &[PolicyInput],
         completions: &[Vec<u32>],
     ) -> Result<Option<Tensor>, ModelError> {
-        if inputs.len() != completions.len() {
-            return Err(ModelError::Invalid(format!(
-                "{} inputs but {} completions",
-                inputs.len(),
-                completions.len()
-            )));
-        }
+        one_each(inputs, completions.len(), "completions")?;
         let dev = &self.device;
         let c = completions.iter().map(Vec::len).max().unwrap_or(0);
         if c == 0 || !super::ops::fused_on(dev, self.dtype) {
@@ -1148,14 +1129,7 @@ impl Policy {
             let next = prompts.rows[g].next;
             pos.extend((0..c as i64).map(|j| next + j));
         }
-        let last = pos.iter().copied().max().unwrap_or(0) as usize;
-        if last >= self.cfg.decoder.max_position_embeddings {
-            return Err(ModelError::Invalid(format!(
-                "sequence of {} positions exceeds max_position_embeddings = {}",
-                last + 1,
-                self.cfg.decoder.max_position_embeddings
-            )));
-        }
+        self.check_positions(&pos)?;
         let xc = dec.embed(&Tensor::from_vec(ids, (b, c), dev)?)?;
         let rope_p = dec.rope_tables(&axes_p, distinct.len(), p, dev)?;
         let rope_c = dec.rope_tables(&[pos.clone(), pos.clone(), pos], b, c, dev)?;
@@ -1185,6 +1159,22 @@ impl Policy {
             first
         };
         Ok(Some(dec.logits(&h)?))
+    }
+
+    /// An error unless every position is one the checkpoint has a rotary position for.
+    fn check_positions<'a>(
+        &self,
+        positions: impl IntoIterator<Item = &'a i64>,
+    ) -> Result<(), ModelError> {
+        let last = positions.into_iter().copied().max().unwrap_or(0) as usize;
+        let max = self.cfg.decoder.max_position_embeddings;
+        if last >= max {
+            return Err(ModelError::Invalid(format!(
+                "sequence of {} positions exceeds max_position_embeddings = {max}",
+                last + 1
+            )));
+        }
+        Ok(())
     }
 
     /// Final hidden states `[B, W, d]` of prompts followed by `suffixes`, and the prompt
@@ -1399,13 +1389,7 @@ impl Policy {
         use_cache: bool,
         width: usize,
     ) -> Result<Vec<Completion>, ModelError> {
-        if inputs.len() != seeds.len() {
-            return Err(ModelError::Invalid(format!(
-                "{} inputs but {} seeds",
-                inputs.len(),
-                seeds.len()
-            )));
-        }
+        one_each(inputs, seeds.len(), "seeds")?;
         let b = inputs.len();
         if b == 0 {
             return Ok(Vec::new());
@@ -1554,6 +1538,17 @@ impl Policy {
             })
             .collect()
     }
+}
+
+/// An error unless there are as many `what` as inputs.
+fn one_each(inputs: &[PolicyInput], n: usize, what: &str) -> Result<(), ModelError> {
+    if inputs.len() != n {
+        return Err(ModelError::Invalid(format!(
+            "{} inputs but {n} {what}",
+            inputs.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The distinct prompts of a batch whose rows repeat some (a GRPO batch holds each G times).
